@@ -1,0 +1,109 @@
+//! Shapes shared by several routes: timestamps, lists, pagination parameters.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+
+/// RFC 3339 (UTC, millisecond precision) from unix milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+pub fn rfc3339_opt(ms: Option<i64>) -> Option<String> {
+    ms.map(rfc3339)
+}
+
+/// A page of a listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> List<T> {
+    pub fn new(data: Vec<T>, next: Option<portcullis_store::Cursor>) -> List<T> {
+        List {
+            data,
+            next_cursor: next.map(|c| c.encode()),
+        }
+    }
+}
+
+/// Pagination parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            None => Ok(20),
+            Some(n @ 1..=100) => Ok(n),
+            Some(_) => Err(ApiError::unprocessable(
+                "invalid_limit",
+                "limit must be between 1 and 100",
+            )),
+        }
+    }
+
+    pub fn cursor(&self) -> Result<Option<portcullis_store::Cursor>, ApiError> {
+        match &self.cursor {
+            None => Ok(None),
+            Some(c) => portcullis_store::Cursor::decode(c)
+                .map(Some)
+                .ok_or_else(|| ApiError::unprocessable("invalid_cursor", "cursor is not valid")),
+        }
+    }
+}
+
+/// Parses a JSON request body, requiring `Content-Type: application/json`.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let mime = v.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case("application/json")
+        })
+        .unwrap_or(false);
+    if !json {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let message = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "request body is not valid JSON".to_owned()
+            }
+            // serde's data errors name the field and the expectation, never the value.
+            _ => format!("invalid request: {e}"),
+        };
+        ApiError::unprocessable("invalid_request", message)
+    })
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    /// A human-readable message.
+    pub error: String,
+    /// A stable snake_case code, e.g. `invalid_phone_number`.
+    pub code: String,
+    /// The request's id, also in the `X-Request-Id` header.
+    pub request_id: String,
+}

@@ -1,0 +1,71 @@
+//! Portcullis's HTTP API: the axum router, one module per resource under [`routes`], the
+//! authentication extractors ([`auth`]), the error type ([`error`]) and the perimeter
+//! middleware ([`middleware`]). No business logic lives here: handlers parse input into
+//! domain types, call the store or the pipeline, and shape the answer.
+
+pub mod auth;
+pub mod dto;
+pub mod error;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use metrics_exporter_prometheus::PrometheusHandle;
+use portcullis_crypto::Secret;
+use portcullis_pipeline::Pipeline;
+use portcullis_store::Store;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+
+pub use error::ApiError;
+
+/// Settings of the HTTP edge.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub dev_mode: bool,
+    /// Largest accepted request body in bytes.
+    pub body_limit: usize,
+    /// Bearer token for `/metrics` (open in dev mode when unset).
+    pub metrics_token: Option<Secret<String>>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            dev_mode: false,
+            body_limit: 102_400,
+            metrics_token: None,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub pipeline: Arc<Pipeline>,
+    pub config: Arc<ApiConfig>,
+    pub metrics: Option<PrometheusHandle>,
+    pub last_used: Arc<auth::LastUsed>,
+}
+
+/// The complete application router with its perimeter.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_limit;
+    Router::new()
+        .merge(routes::router())
+        .with_state(state)
+        // Layers run bottom-up on the way in: the request id first, so every later layer
+        // (and the error shape) can name it.
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn(middleware::track_metrics))
+        .layer(axum::middleware::from_fn(middleware::error_shape))
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(axum::middleware::from_fn(middleware::request_id))
+}

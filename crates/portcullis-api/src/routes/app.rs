@@ -1,0 +1,58 @@
+//! `/v1/app`: the calling key's app.
+
+use axum::Json;
+use axum::extract::State;
+use portcullis_store::apps;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::{Auth, Reader};
+use crate::dto::rfc3339;
+use crate::error::ApiError;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppView {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// E.164 numbers or alphanumeric sender ids the app sends from.
+    pub senders: Vec<String>,
+    pub allowed_purposes: Vec<String>,
+    /// Policy settings.
+    pub policy: PolicyView,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyView {
+    pub max_body_chars: u32,
+}
+
+/// The calling key's app.
+#[utoipa::path(
+    get, path = "/v1/app", tag = "app",
+    responses((status = 200, body = AppView)),
+    security(("api_key" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Auth<Reader>,
+) -> Result<Json<AppView>, ApiError> {
+    let app = apps::get(&state.store.db, &auth.tenant_id, &auth.app_id).await?;
+    Ok(Json(AppView {
+        id: app.id.as_str().to_owned(),
+        tenant_id: app.tenant_id.as_str().to_owned(),
+        name: app.name,
+        senders: app.senders,
+        allowed_purposes: app
+            .allowed_purposes
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+        policy: PolicyView {
+            max_body_chars: app.max_body_chars,
+        },
+        created_at: rfc3339(app.created_at),
+    }))
+}

@@ -1,0 +1,480 @@
+//! `/v1/messages`: send, read, list, cancel.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use portcullis_domain::{
+    Channel, E164, MessageBody, MessageId, MessageStatus, Purpose, encoding::segment_info,
+};
+use portcullis_pipeline::{AcceptOutcome, AcceptRequest, IdempotencyInput};
+use portcullis_store::messages::{HistoryEntry, MessageFilter, MessageRecord, NewMessage};
+use portcullis_store::{apps, now_ms};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::auth::{Auth, Reader, Sender};
+use crate::dto::{List, PageParams, parse_json, rfc3339, rfc3339_opt};
+use crate::error::ApiError;
+
+/// How far ahead a message may be scheduled.
+const MAX_SCHEDULE_AHEAD_MS: i64 = 35 * 24 * 60 * 60 * 1000;
+const MAX_METADATA_KEYS: usize = 20;
+const MAX_METADATA_KEY_CHARS: usize = 40;
+const MAX_METADATA_VALUE_CHARS: usize = 500;
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// A message to send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// Recipient in E.164 (`+14155550100`); common formatting is folded.
+    pub to: String,
+    /// The text. Control characters other than newline and tab are refused.
+    pub body: Option<String>,
+    /// `otp`, `transactional`, `alert`, `notification`, `support` or `marketing`.
+    pub purpose: Option<String>,
+    /// `sms` (default) or `whatsapp`.
+    pub channel: Option<String>,
+    /// One of the app's senders; defaults to the app's first sender.
+    pub from: Option<String>,
+    /// RFC 3339 time to send at; absent or past means now.
+    pub send_at: Option<String>,
+    /// Up to 20 string values, returned with the message.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A message as the API shows it. The recipient is always masked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    pub status: String,
+    /// Masked recipient: the last four digits are `*`.
+    pub to: String,
+    pub from: Option<String>,
+    pub channel: String,
+    pub purpose: String,
+    pub body: String,
+    /// `gsm7` or `ucs2`.
+    pub encoding: String,
+    pub segments: u32,
+    pub test: bool,
+    pub send_at: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    pub connection_id: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub error_code: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryView>>,
+}
+
+/// One status change of a message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryView {
+    pub status: String,
+    pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl From<HistoryEntry> for HistoryView {
+    fn from(h: HistoryEntry) -> Self {
+        HistoryView {
+            status: h.status.as_str().to_owned(),
+            at: rfc3339(h.at),
+            connection_id: h.connection_id,
+            provider_message_id: h.provider_message_id,
+            part: h.part,
+            detail: h.detail,
+        }
+    }
+}
+
+fn encoding_name(e: portcullis_domain::Encoding) -> &'static str {
+    match e {
+        portcullis_domain::Encoding::Gsm7 => "gsm7",
+        portcullis_domain::Encoding::Ucs2 => "ucs2",
+    }
+}
+
+impl MessageView {
+    fn from_record(m: MessageRecord, history: Option<Vec<HistoryEntry>>) -> MessageView {
+        MessageView {
+            id: m.id.as_str().to_owned(),
+            status: m.status.as_str().to_owned(),
+            to: m.to.masked(),
+            from: m.from,
+            channel: m.channel.as_str().to_owned(),
+            purpose: m.purpose.as_str().to_owned(),
+            body: m.body,
+            encoding: encoding_name(m.encoding).to_owned(),
+            segments: m.segments,
+            test: m.test_mode,
+            send_at: rfc3339_opt(m.send_at),
+            metadata: m.metadata,
+            connection_id: m.connection_id.map(|c| c.as_str().to_owned()),
+            provider_message_id: m.provider_message_id,
+            error_code: m.error_code,
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+            history: history.map(|h| h.into_iter().map(HistoryView::from).collect()),
+        }
+    }
+
+    fn from_new(m: &NewMessage) -> MessageView {
+        MessageView {
+            id: m.id.as_str().to_owned(),
+            status: m.status.as_str().to_owned(),
+            to: m.to.masked(),
+            from: m.from.clone(),
+            channel: m.channel.as_str().to_owned(),
+            purpose: m.purpose.as_str().to_owned(),
+            body: m.body.clone(),
+            encoding: encoding_name(m.encoding).to_owned(),
+            segments: m.segments,
+            test: m.test_mode,
+            send_at: rfc3339_opt(m.send_at),
+            metadata: m.metadata.clone(),
+            connection_id: None,
+            provider_message_id: None,
+            error_code: None,
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.created_at),
+            history: None,
+        }
+    }
+}
+
+/// Send a message.
+#[utoipa::path(
+    post, path = "/v1/messages", tag = "messages",
+    request_body = SendMessage,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h return the first response")),
+    responses(
+        (status = 202, description = "Durably stored and queued", body = MessageView),
+        (status = 409, description = "Idempotency key reused with another body"),
+        (status = 422, description = "Invalid request or refused by policy"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn send(
+    State(state): State<AppState>,
+    auth: Auth<Sender>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let req: SendMessage = parse_json(&headers, &raw)?;
+    let app = apps::get(&state.store.db, &auth.tenant_id, &auth.app_id).await?;
+
+    let to = E164::parse(&req.to).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let channel = match req.channel.as_deref() {
+        None => Channel::Sms,
+        Some(c) => Channel::parse(c).map_err(|_| {
+            ApiError::unprocessable("invalid_channel", "channel must be \"sms\" or \"whatsapp\"")
+        })?,
+    };
+    if channel == Channel::Whatsapp {
+        return Err(ApiError::unprocessable(
+            "channel_not_available",
+            "no WhatsApp connection is configured for this app",
+        ));
+    }
+    let purpose = match req.purpose.as_deref() {
+        None => {
+            return Err(ApiError::unprocessable(
+                "purpose_required",
+                "purpose is required: one of otp, transactional, alert, notification, support, marketing",
+            ));
+        }
+        Some(p) => Purpose::parse(p).map_err(|_| {
+            ApiError::unprocessable(
+                "invalid_purpose",
+                "purpose must be one of otp, transactional, alert, notification, support, marketing",
+            )
+        })?,
+    };
+    if !app.allowed_purposes.contains(purpose) {
+        return Err(ApiError::unprocessable(
+            "purpose_not_allowed",
+            format!(
+                "this app is not allowed to send {} messages",
+                purpose.as_str()
+            ),
+        ));
+    }
+    let text = req.body.as_deref().unwrap_or("");
+    let body = MessageBody::parse(text, app.max_body_chars as usize)
+        .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let from = match req.from {
+        Some(f) if app.senders.contains(&f) => Some(f),
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "sender_not_allowed",
+                "from must be one of the app's senders",
+            ));
+        }
+        None => app.senders.first().cloned(),
+    };
+    let now = now_ms();
+    let send_at = parse_send_at(req.send_at.as_deref(), now)?;
+    let metadata = check_metadata(req.metadata)?;
+    let info = segment_info(body.as_str());
+
+    let message = NewMessage {
+        id: MessageId::new(),
+        tenant_id: auth.tenant_id.clone(),
+        app_id: auth.app_id.clone(),
+        key_id: auth.key_id.clone(),
+        to,
+        from,
+        channel,
+        purpose,
+        body: body.into_inner(),
+        metadata,
+        encoding: info.encoding,
+        segments: info.segments,
+        status: if send_at.is_some() {
+            MessageStatus::Scheduled
+        } else {
+            MessageStatus::Queued
+        },
+        test_mode: auth.test,
+        send_at,
+        created_at: now,
+    };
+    let response =
+        serde_json::to_string(&MessageView::from_new(&message)).map_err(ApiError::internal)?;
+    let idempotency = idempotency_key.map(|key| IdempotencyInput {
+        key,
+        // Two requests are "the same" when their bodies are byte-for-byte equal.
+        request_hash: portcullis_crypto::sha256(&raw),
+    });
+    let outcome = state
+        .pipeline
+        .accept(AcceptRequest {
+            message,
+            idempotency,
+            response: response.clone(),
+        })
+        .await?;
+    match outcome {
+        AcceptOutcome::Accepted => Ok(json_response(StatusCode::ACCEPTED, response, false)),
+        AcceptOutcome::Replay {
+            status_code,
+            response,
+        } => Ok(json_response(
+            StatusCode::from_u16(status_code).unwrap_or(StatusCode::ACCEPTED),
+            response,
+            true,
+        )),
+        AcceptOutcome::IdempotencyKeyReused => Err(ApiError::conflict(
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request",
+        )),
+    }
+}
+
+fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
+    let mut res = (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if replayed {
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    res
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY_CHARS
+                && k.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn parse_send_at(input: Option<&str>, now: i64) -> Result<Option<i64>, ApiError> {
+    let Some(s) = input else { return Ok(None) };
+    let ts: jiff::Timestamp = s.parse().map_err(|_| {
+        ApiError::unprocessable(
+            "invalid_send_at",
+            "send_at must be an RFC 3339 timestamp with an offset",
+        )
+    })?;
+    let at = ts.as_millisecond();
+    if at <= now {
+        return Ok(None);
+    }
+    if at - now > MAX_SCHEDULE_AHEAD_MS {
+        return Err(ApiError::unprocessable(
+            "invalid_send_at",
+            "send_at may be at most 35 days ahead",
+        ));
+    }
+    Ok(Some(at))
+}
+
+fn check_metadata(m: Option<serde_json::Value>) -> Result<Option<serde_json::Value>, ApiError> {
+    let invalid = || {
+        ApiError::unprocessable(
+            "invalid_metadata",
+            "metadata must be an object of at most 20 string values (keys up to 40, values up to 500 characters)",
+        )
+    };
+    match m {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(map)) => {
+            if map.len() > MAX_METADATA_KEYS {
+                return Err(invalid());
+            }
+            for (k, v) in &map {
+                let ok = k.chars().count() <= MAX_METADATA_KEY_CHARS
+                    && !k.is_empty()
+                    && v.as_str()
+                        .is_some_and(|s| s.chars().count() <= MAX_METADATA_VALUE_CHARS);
+                if !ok {
+                    return Err(invalid());
+                }
+            }
+            Ok(Some(serde_json::Value::Object(map)))
+        }
+        Some(_) => Err(invalid()),
+    }
+}
+
+/// Get one message with its status history.
+#[utoipa::path(
+    get, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "Message id (msg_…)")),
+    responses((status = 200, body = MessageView), (status = 404, description = "No such message for this app")),
+    security(("api_key" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Auth<Reader>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    let id = MessageId::parse(&id).map_err(|_| ApiError::not_found())?;
+    let msg = state.store.get_message(&auth.app_id, &id).await?;
+    let history = state.store.message_history(&msg).await?;
+    Ok(Json(MessageView::from_record(msg, Some(history))))
+}
+
+/// Filters of the message list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListMessagesParams {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    /// Only messages in this status.
+    pub status: Option<String>,
+    /// Only messages to this recipient (E.164).
+    pub to: Option<String>,
+}
+
+/// List the app's messages, newest first.
+#[utoipa::path(
+    get, path = "/v1/messages", tag = "messages",
+    params(ListMessagesParams),
+    responses((status = 200, body = List<MessageView>)),
+    security(("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth<Reader>,
+    Query(q): Query<ListMessagesParams>,
+) -> Result<Json<List<MessageView>>, ApiError> {
+    let page = PageParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    let filter = MessageFilter {
+        status: q
+            .status
+            .as_deref()
+            .map(|s| {
+                MessageStatus::parse(s).map_err(|_| {
+                    ApiError::unprocessable("invalid_status", "unknown message status")
+                })
+            })
+            .transpose()?,
+        to: q
+            .to
+            .as_deref()
+            .map(|t| E164::parse(t).map_err(|e| ApiError::unprocessable(e.code(), e.to_string())))
+            .transpose()?,
+    };
+    let result = state
+        .store
+        .list_messages(
+            &auth.app_id,
+            &filter,
+            page.cursor()?.as_ref(),
+            page.limit()?,
+        )
+        .await?;
+    let data = result
+        .items
+        .into_iter()
+        .map(|m| MessageView::from_record(m, None))
+        .collect();
+    Ok(Json(List::new(data, result.next)))
+}
+
+/// Cancel a message that is still queued, scheduled or held.
+#[utoipa::path(
+    post, path = "/v1/messages/{id}/cancel", tag = "messages",
+    params(("id" = String, Path, description = "Message id (msg_…)")),
+    responses(
+        (status = 200, body = MessageView),
+        (status = 404, description = "No such message for this app"),
+        (status = 409, description = "Already handed to a provider"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    auth: Auth<Sender>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    let id = MessageId::parse(&id).map_err(|_| ApiError::not_found())?;
+    let msg = state
+        .store
+        .cancel_message(&auth.app_id, &id)
+        .await
+        .map_err(|e| match e {
+            portcullis_store::StoreError::Conflict(m) => ApiError::conflict("not_cancelable", m),
+            other => other.into(),
+        })?;
+    let history = state.store.message_history(&msg).await?;
+    Ok(Json(MessageView::from_record(msg, Some(history))))
+}

@@ -1,0 +1,29 @@
+//! One module per resource; [`router`] mounts them all.
+
+pub mod app;
+pub mod health;
+pub mod inbound;
+pub mod keys;
+pub mod messages;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/openapi.json", get(crate::openapi::serve))
+        .route("/v1/app", get(app::get))
+        .route("/v1/messages", post(messages::send).get(messages::list))
+        .route("/v1/messages/{id}", get(messages::get))
+        .route("/v1/messages/{id}/cancel", post(messages::cancel))
+        .route("/v1/inbound", get(inbound::list))
+        .route("/v1/simulator/inbound", post(inbound::inject))
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/v1/keys/{id}/rotate", post(keys::rotate))
+}

@@ -1,0 +1,211 @@
+//! The group committer: many accepted messages per transaction, none answered before the
+//! transaction holding it is durable.
+//!
+//! An fsync costs milliseconds, so one commit per request would cap acceptance at a few
+//! hundred messages a second. Instead each request is handed to a committer task over a
+//! channel with a reply slot. The task takes whatever has queued up while its previous
+//! transaction committed (up to `max_commit_batch`), writes it all — messages, send jobs,
+//! idempotency records — in one transaction, commits, and only then replies. Under light
+//! load a batch is one request and latency is one commit; under heavy load batches grow and
+//! throughput follows.
+
+use std::sync::Arc;
+
+use portcullis_queue::NewJob;
+use portcullis_store::idempotency::{self, IdempotencyClaim};
+use portcullis_store::messages::NewMessage;
+use portcullis_store::{Store, StoreError, now_ms};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+use crate::{PipelineConfig, PipelineError, SEND_QUEUE};
+
+/// The `Idempotency-Key` of a request and the hash of what was asked under it.
+#[derive(Debug, Clone)]
+pub struct IdempotencyInput {
+    pub key: String,
+    pub request_hash: [u8; 32],
+}
+
+/// One message to accept, with the response it will be answered with (stored under the
+/// idempotency key so a replay answers the same).
+#[derive(Debug)]
+pub struct AcceptRequest {
+    pub message: NewMessage,
+    pub idempotency: Option<IdempotencyInput>,
+    pub response: String,
+}
+
+/// What became of an [`AcceptRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AcceptOutcome {
+    /// Durably stored and queued.
+    Accepted,
+    /// The idempotency key was used before for the same request: answer this.
+    Replay { status_code: u16, response: String },
+    /// The idempotency key was used before for another request: nothing was stored.
+    IdempotencyKeyReused,
+}
+
+type Reply = oneshot::Sender<Result<AcceptOutcome, PipelineError>>;
+
+pub(crate) struct CommitterHandle {
+    tx: std::sync::Mutex<Option<mpsc::Sender<(AcceptRequest, Reply)>>>,
+}
+
+impl CommitterHandle {
+    pub(crate) fn spawn(
+        store: &Store,
+        config: &PipelineConfig,
+        work: Arc<Notify>,
+        tasks: &TaskTracker,
+    ) -> CommitterHandle {
+        let (tx, rx) = mpsc::channel::<(AcceptRequest, Reply)>(config.max_commit_batch * 8);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..config.committers.max(1) {
+            let c = Committer {
+                store: store.clone(),
+                max_batch: config.max_commit_batch.max(1),
+                max_attempts: config.max_attempts,
+                work: work.clone(),
+            };
+            tasks.spawn(c.run(rx.clone()));
+        }
+        CommitterHandle {
+            tx: std::sync::Mutex::new(Some(tx)),
+        }
+    }
+
+    pub(crate) async fn accept(&self, req: AcceptRequest) -> Result<AcceptOutcome, PipelineError> {
+        let sender = self
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(PipelineError::ShuttingDown)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send((req, reply))
+            .await
+            .map_err(|_| PipelineError::ShuttingDown)?;
+        answer.await.map_err(|_| PipelineError::ShuttingDown)?
+    }
+
+    /// Stops taking requests; the committers finish what is queued and exit.
+    pub(crate) fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+struct Committer {
+    store: Store,
+    max_batch: usize,
+    max_attempts: u32,
+    work: Arc<Notify>,
+}
+
+impl Committer {
+    async fn run(self, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(AcceptRequest, Reply)>>>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        loop {
+            {
+                // Several committers share one queue; whoever holds the lock takes a batch.
+                let mut rx = rx.lock().await;
+                if rx.recv_many(&mut batch, self.max_batch).await == 0 {
+                    return;
+                }
+            }
+            self.commit_batch(std::mem::take(&mut batch)).await;
+            batch.reserve(self.max_batch);
+        }
+    }
+
+    async fn commit_batch(&self, batch: Vec<(AcceptRequest, Reply)>) {
+        let started = std::time::Instant::now();
+        let size = batch.len();
+        let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match self.write(&reqs).await {
+            Ok(outcomes) => {
+                metrics::histogram!("portcullis_accept_commit_seconds").record(started.elapsed());
+                metrics::histogram!("portcullis_accept_batch_size").record(size as f64);
+                self.work.notify_waiters();
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) if size > 1 => {
+                // One bad request must not fail its neighbours: retry each on its own.
+                tracing::warn!(error = %e, size, "batch commit failed; retrying requests one by one");
+                for (req, reply) in reqs.into_iter().zip(replies) {
+                    let outcome = self.write(std::slice::from_ref(&req)).await;
+                    if outcome.is_ok() {
+                        self.work.notify_waiters();
+                    }
+                    let _ = reply.send(
+                        outcome
+                            .map(|mut o| o.remove(0))
+                            .map_err(PipelineError::from),
+                    );
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(PipelineError::Store(StoreError::Conflict(
+                        e.to_string(),
+                    ))));
+                }
+            }
+        }
+    }
+
+    async fn write(&self, reqs: &[AcceptRequest]) -> Result<Vec<AcceptOutcome>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.store.db.begin().await?;
+        let mut outcomes = Vec::with_capacity(reqs.len());
+        let mut accepted = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            let outcome = match &req.idempotency {
+                None => AcceptOutcome::Accepted,
+                Some(idem) => match idempotency::claim(
+                    &mut tx,
+                    &req.message.app_id,
+                    &idem.key,
+                    &idem.request_hash,
+                    202,
+                    &req.response,
+                    now,
+                )
+                .await?
+                {
+                    IdempotencyClaim::Fresh => AcceptOutcome::Accepted,
+                    IdempotencyClaim::Replay {
+                        status_code,
+                        response,
+                    } => AcceptOutcome::Replay {
+                        status_code,
+                        response,
+                    },
+                    IdempotencyClaim::Mismatch => AcceptOutcome::IdempotencyKeyReused,
+                },
+            };
+            if outcome == AcceptOutcome::Accepted {
+                accepted.push(&req.message);
+            }
+            outcomes.push(outcome);
+        }
+        self.store.insert_messages(&mut tx, &accepted).await?;
+        let jobs: Vec<NewJob> = accepted
+            .iter()
+            .map(|m| NewJob {
+                queue: SEND_QUEUE,
+                payload: m.id.as_str().to_owned(),
+                run_at: m.send_at.unwrap_or(m.created_at),
+                max_attempts: self.max_attempts,
+            })
+            .collect();
+        portcullis_queue::enqueue(&mut tx, &jobs).await?;
+        tx.commit().await?;
+        metrics::counter!("portcullis_messages_accepted_total").increment(accepted.len() as u64);
+        Ok(outcomes)
+    }
+}

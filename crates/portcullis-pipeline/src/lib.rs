@@ -1,0 +1,178 @@
+//! Portcullis's message pipeline, between the HTTP edge and the providers:
+//!
+//! - [`accept`]: the group committer. Every accepted message and its send job are written
+//!   in one transaction, many requests per transaction, and no request is answered before
+//!   the commit that holds it is durable.
+//! - [`dispatch`]: the send workers. They claim due jobs with a lease, move the messages to
+//!   `sending`, hand them to the routed provider and record what the provider said.
+//! - [`recorder`]: records the receipts and inbound messages providers report, and only
+//!   then acknowledges them.
+//!
+//! [`Pipeline`] owns the three and the provider registry; the API holds a `Pipeline`.
+
+pub mod accept;
+pub mod dispatch;
+pub mod recorder;
+pub mod routing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_providers::simulator::SimulatorConfig;
+use portcullis_store::{Store, StoreError};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use accept::{AcceptOutcome, AcceptRequest, IdempotencyInput};
+pub use routing::Routes;
+
+/// The queue the send jobs live in.
+pub const SEND_QUEUE: &str = "send";
+
+/// Errors of the pipeline. All of them are internal: the edge answers 500.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the pipeline is shutting down")]
+    ShuttingDown,
+}
+
+/// Tuning of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Dev mode: an app without a route sends through the built-in simulator.
+    pub dev_mode: bool,
+    /// Concurrent group committers (1 is right for SQLite's single writer).
+    pub committers: usize,
+    /// Most requests in one acceptance transaction.
+    pub max_commit_batch: usize,
+    /// Concurrent send workers.
+    pub dispatchers: usize,
+    /// Most jobs one worker claims at once.
+    pub dispatch_batch: u32,
+    /// How long a claim holds a job before another worker may take it over.
+    pub lease: Duration,
+    /// Attempts before a send job is dead-lettered and its message failed.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How often an idle worker looks for due jobs another process may have enqueued.
+    pub poll_interval: Duration,
+    pub simulator: SimulatorConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            dev_mode: false,
+            committers: 1,
+            max_commit_batch: 512,
+            dispatchers: 2,
+            dispatch_batch: 256,
+            lease: Duration::from_secs(30),
+            max_attempts: 10,
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(600),
+            poll_interval: Duration::from_millis(500),
+            simulator: SimulatorConfig::default(),
+        }
+    }
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    store: Store,
+    config: PipelineConfig,
+    committer: accept::CommitterHandle,
+    routes: Arc<Routes>,
+    /// Wakes idle send workers when this process enqueues work.
+    work: Arc<Notify>,
+    shutdown: CancellationToken,
+    /// Committers and send workers.
+    tasks: TaskTracker,
+    /// The recorder outlives the send workers so their last receipts are still recorded.
+    recorder_stop: CancellationToken,
+    recorder: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Pipeline {
+    /// Starts the committers, send workers and recorder.
+    pub async fn start(
+        store: Store,
+        config: PipelineConfig,
+    ) -> Result<Arc<Pipeline>, PipelineError> {
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let work = Arc::new(Notify::new());
+        let (events_tx, events_rx) = mpsc::channel(4096);
+        let routes = Arc::new(Routes::new(store.clone(), &config, events_tx)?);
+
+        let committer = accept::CommitterHandle::spawn(&store, &config, work.clone(), &tasks);
+        let recorder_stop = CancellationToken::new();
+        let recorder = tokio::spawn(recorder::run(
+            store.clone(),
+            events_rx,
+            recorder_stop.clone(),
+        ));
+        for n in 0..config.dispatchers.max(1) {
+            tasks.spawn(dispatch::run(dispatch::Worker {
+                store: store.clone(),
+                routes: routes.clone(),
+                config: config.clone(),
+                work: work.clone(),
+                shutdown: shutdown.clone(),
+                owner: format!("{}-{n}", std::process::id()),
+            }));
+        }
+        routes.resume().await?;
+
+        Ok(Arc::new(Pipeline {
+            store,
+            config,
+            committer,
+            routes,
+            work,
+            shutdown,
+            tasks,
+            recorder_stop,
+            recorder: tokio::sync::Mutex::new(Some(recorder)),
+        }))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// Accepts a message durably (see [`accept`]).
+    pub async fn accept(&self, req: AcceptRequest) -> Result<AcceptOutcome, PipelineError> {
+        self.committer.accept(req).await
+    }
+
+    /// Wakes the send workers (after this process enqueued work outside the committer).
+    pub fn notify_work(&self) {
+        self.work.notify_waiters();
+    }
+
+    /// Stops claiming work, lets in-flight sends finish and be recorded, and stops.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.committer.close();
+        self.routes.close();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.recorder_stop.cancel();
+        if let Some(recorder) = self.recorder.lock().await.take() {
+            let _ = recorder.await;
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Records what providers report — delivery receipts and inbound messages — in batches,
+//! and acknowledges each event to its provider only after the transaction holding it has
+//! committed.
+
+use portcullis_domain::{InboundId, TenantId};
+use portcullis_providers::{Ack, InboundEvent, ProviderEvent};
+use portcullis_store::inbound::InboundMessage;
+use portcullis_store::messages::Receipt;
+use portcullis_store::{Store, StoreError, apps};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const MAX_BATCH: usize = 512;
+
+pub(crate) async fn run(
+    store: Store,
+    mut events: mpsc::Receiver<ProviderEvent>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let received = tokio::select! {
+            n = events.recv_many(&mut batch, MAX_BATCH) => n,
+            // On shutdown, record what has already arrived and stop. Receipts a provider
+            // reports later are not lost: providers re-report them (`Provider::resume`).
+            _ = stop.cancelled() => {
+                while batch.len() < MAX_BATCH {
+                    match events.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                if batch.is_empty() {
+                    return;
+                }
+                batch.len()
+            }
+        };
+        if received == 0 {
+            return;
+        }
+        let mut attempt = 0u32;
+        // Events are retried until they are recorded: dropping one would lose a receipt.
+        while let Err(e) = record(&store, &batch).await {
+            attempt += 1;
+            tracing::error!(error = %e, attempt, "recording provider events failed; retrying");
+            tokio::time::sleep(std::time::Duration::from_millis(
+                100 * u64::from(attempt.min(50)),
+            ))
+            .await;
+        }
+        for event in batch.drain(..) {
+            let ack: Option<Ack> = match event {
+                ProviderEvent::Receipt(_, ack) | ProviderEvent::Inbound(_, ack) => ack,
+            };
+            if let Some(ack) = ack {
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
+async fn record(store: &Store, batch: &[ProviderEvent]) -> Result<(), StoreError> {
+    let mut receipts = Vec::new();
+    let mut inbound = Vec::new();
+    for event in batch {
+        match event {
+            ProviderEvent::Receipt(r, _) => receipts.push(Receipt {
+                connection_id: r.connection_id.clone(),
+                provider_message_id: r.provider_message_id.clone(),
+                status: r.status,
+                detail: r.detail.clone(),
+                at: r.at,
+            }),
+            ProviderEvent::Inbound(m, _) => {
+                if let Some(m) = resolve_inbound(store, m).await? {
+                    inbound.push(m);
+                }
+            }
+        }
+    }
+    let mut tx = store.db.begin().await?;
+    let changes = store.apply_receipts(&mut tx, &receipts).await?;
+    let mut stored = 0u64;
+    for m in &inbound {
+        stored += u64::from(store.insert_inbound(&mut tx, m).await?);
+    }
+    tx.commit().await?;
+    for (_, status) in &changes {
+        metrics::counter!("portcullis_messages_total", "status" => status.as_str()).increment(1);
+    }
+    metrics::counter!("portcullis_inbound_messages_total").increment(stored);
+    Ok(())
+}
+
+async fn resolve_inbound(
+    store: &Store,
+    m: &InboundEvent,
+) -> Result<Option<InboundMessage>, StoreError> {
+    let (tenant_id, app_id) = match &m.app_id {
+        Some(app) => {
+            let app = apps::get_any_tenant(&store.db, app).await?;
+            (app.tenant_id, app.id)
+        }
+        None => {
+            let candidates = apps::find_by_sender(&store.db, None::<&TenantId>, &m.to).await?;
+            match candidates.as_slice() {
+                [app] => (app.tenant_id.clone(), app.id.clone()),
+                _ => {
+                    tracing::error!(
+                        connection = %m.connection_id,
+                        to = %m.to,
+                        matches = candidates.len(),
+                        "inbound message does not name exactly one app's sender; not stored"
+                    );
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    Ok(Some(InboundMessage {
+        id: InboundId::new(),
+        tenant_id,
+        app_id,
+        connection_id: m.connection_id.clone(),
+        provider_message_id: m.provider_message_id.clone(),
+        from: m.from.clone(),
+        to: m.to.clone(),
+        channel: m.channel,
+        body: m.body.clone(),
+        received_at: m.at,
+    }))
+}

@@ -1,0 +1,219 @@
+//! Apps: a tenant's sending applications, with their senders, allowed purposes, limits
+//! and ordered provider route.
+
+use portcullis_domain::{AppId, ConnectionId, PurposeSet, TenantId};
+use serde::Serialize;
+
+use crate::{Db, StoreError, now_ms, on_pool, on_tx};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct App {
+    pub id: AppId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub senders: Vec<String>,
+    pub allowed_purposes: PurposeSet,
+    pub max_body_chars: u32,
+    pub created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct AppRow {
+    id: String,
+    tenant_id: String,
+    name: String,
+    senders: String,
+    allowed_purposes: String,
+    max_body_chars: i64,
+    created_at: i64,
+}
+
+impl TryFrom<AppRow> for App {
+    type Error = StoreError;
+    fn try_from(r: AppRow) -> Result<Self, StoreError> {
+        Ok(App {
+            id: AppId::from_trusted(r.id),
+            tenant_id: TenantId::from_trusted(r.tenant_id),
+            name: r.name,
+            senders: serde_json::from_str(&r.senders).map_err(StoreError::corrupt)?,
+            allowed_purposes: serde_json::from_str(&r.allowed_purposes)
+                .map_err(StoreError::corrupt)?,
+            max_body_chars: u32::try_from(r.max_body_chars).map_err(StoreError::corrupt)?,
+            created_at: r.created_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, tenant_id, name, senders, allowed_purposes, max_body_chars, created_at";
+
+/// Creates an app with the defaults of a new app: every purpose but marketing, the default
+/// body limit, no senders.
+pub async fn create(db: &Db, tenant: &TenantId, name: &str) -> Result<App, StoreError> {
+    let app = App {
+        id: AppId::new(),
+        tenant_id: tenant.clone(),
+        name: name.to_owned(),
+        senders: Vec::new(),
+        allowed_purposes: PurposeSet::default_for_new_app(),
+        max_body_chars: portcullis_domain::body::DEFAULT_MAX_BODY_CHARS as u32,
+        created_at: now_ms(),
+    };
+    let purposes = serde_json::to_string(&app.allowed_purposes).map_err(StoreError::corrupt)?;
+    let res = on_pool!(db.write(), |p| {
+        sqlx::query(
+        "INSERT INTO apps (id, tenant_id, name, senders, allowed_purposes, max_body_chars, created_at)
+         SELECT $1, id, $3, '[]', $4, $5, $6 FROM tenants WHERE id = $2"
+    )
+    .bind(app.id.as_str())
+    .bind(tenant.as_str())
+    .bind(&app.name)
+    .bind(&purposes)
+    .bind(i64::from(app.max_body_chars))
+    .bind(app.created_at)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected())
+    })?;
+    if res == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(app)
+}
+
+/// An app of a tenant.
+pub async fn get(db: &Db, tenant: &TenantId, id: &AppId) -> Result<App, StoreError> {
+    let row: Option<AppRow> = on_pool!(db.read(), |p| sqlx::query_as(sqlx::AssertSqlSafe(
+        format!("SELECT {COLUMNS} FROM apps WHERE tenant_id = $1 AND id = $2")
+    ))
+    .bind(tenant.as_str())
+    .bind(id.as_str())
+    .fetch_optional(p)
+    .await)?;
+    row.ok_or(StoreError::NotFound)?.try_into()
+}
+
+/// An app by id alone: for the operator CLI, which acts across tenants.
+pub async fn get_any_tenant(db: &Db, id: &AppId) -> Result<App, StoreError> {
+    let row: Option<AppRow> = on_pool!(db.read(), |p| sqlx::query_as(sqlx::AssertSqlSafe(
+        format!("SELECT {COLUMNS} FROM apps WHERE id = $1")
+    ))
+    .bind(id.as_str())
+    .fetch_optional(p)
+    .await)?;
+    row.ok_or(StoreError::NotFound)?.try_into()
+}
+
+/// Apps, optionally of one tenant (operator listing).
+pub async fn list(db: &Db, tenant: Option<&TenantId>) -> Result<Vec<App>, StoreError> {
+    let rows: Vec<AppRow> =
+        on_pool!(db.read(), |p| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM apps WHERE ($1 IS NULL OR tenant_id = $1) ORDER BY created_at, id"
+    )))
+    .bind(tenant.map(|t| t.as_str()))
+    .fetch_all(p)
+    .await
+        })?;
+    rows.into_iter().map(App::try_from).collect()
+}
+
+pub async fn set_senders(db: &Db, app: &AppId, senders: &[String]) -> Result<(), StoreError> {
+    let json = serde_json::to_string(senders).map_err(StoreError::corrupt)?;
+    let res = on_pool!(db.write(), |p| sqlx::query(
+        "UPDATE apps SET senders = $1 WHERE id = $2"
+    )
+    .bind(&json)
+    .bind(app.as_str())
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if res == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+pub async fn set_allowed_purposes(
+    db: &Db,
+    app: &AppId,
+    purposes: &PurposeSet,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_string(purposes).map_err(StoreError::corrupt)?;
+    let res = on_pool!(db.write(), |p| sqlx::query(
+        "UPDATE apps SET allowed_purposes = $1 WHERE id = $2"
+    )
+    .bind(&json)
+    .bind(app.as_str())
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if res == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// Replaces the app's ordered route (failover order).
+pub async fn set_route(db: &Db, app: &AppId, route: &[ConnectionId]) -> Result<(), StoreError> {
+    let mut tx = db.begin().await?;
+    on_tx!(&mut tx, |c| {
+        sqlx::query("DELETE FROM app_routes WHERE app_id = $1")
+            .bind(app.as_str())
+            .execute(&mut *c)
+            .await?;
+        for (i, conn) in route.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO app_routes (app_id, position, connection_id) VALUES ($1, $2, $3)",
+            )
+            .bind(app.as_str())
+            .bind(i as i64)
+            .bind(conn.as_str())
+            .execute(&mut *c)
+            .await?;
+        }
+        Ok::<(), sqlx::Error>(())
+    })?;
+    tx.commit().await
+}
+
+/// The app's ordered route.
+pub async fn route(db: &Db, app: &AppId) -> Result<Vec<ConnectionId>, StoreError> {
+    let rows: Vec<(String,)> = on_pool!(db.read(), |p| sqlx::query_as(
+        "SELECT connection_id FROM app_routes WHERE app_id = $1 ORDER BY position"
+    )
+    .bind(app.as_str())
+    .fetch_all(p)
+    .await)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ConnectionId::from_trusted(r.0))
+        .collect())
+}
+
+/// The apps that send from `sender`, optionally only those of one tenant: how an inbound
+/// message that names one of our numbers finds its app.
+pub async fn find_by_sender(
+    db: &Db,
+    tenant: Option<&TenantId>,
+    sender: &str,
+) -> Result<Vec<App>, StoreError> {
+    // The senders column is a JSON array; the LIKE narrows, the exact check decides.
+    let pattern = format!("%\"{}\"%", sender.replace(['%', '_', '\\'], ""));
+    let rows: Vec<AppRow> = on_pool!(db.read(), |p| {
+        sqlx::query_as(sqlx::AssertSqlSafe(
+        format!("SELECT {COLUMNS} FROM apps WHERE senders LIKE $1 AND ($2 IS NULL OR tenant_id = $2) ORDER BY created_at, id")
+    ))
+    .bind(&pattern)
+    .bind(tenant.map(|t| t.as_str()))
+    .fetch_all(p)
+    .await
+    })?;
+    let apps = rows
+        .into_iter()
+        .map(App::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(apps
+        .into_iter()
+        .filter(|a| a.senders.iter().any(|s| s == sender))
+        .collect())
+}

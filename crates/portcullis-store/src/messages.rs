@@ -1,0 +1,746 @@
+//! Outbound messages and their status history.
+//!
+//! Recipient, body and metadata are sealed under the keyring with the message id in the
+//! AAD; the recipient is also kept as a keyed blind index for filtering. Writes that the
+//! pipeline makes in bulk (accept, claim, outcomes, receipts) take a [`Tx`] so they commit
+//! together with their queue jobs.
+
+use portcullis_domain::{
+    AppId, Channel, ConnectionId, E164, Encoding, KeyId, MessageId, MessageStatus, Purpose,
+    TenantId,
+};
+use serde::Serialize;
+use sqlx::QueryBuilder;
+
+use crate::{Cursor, Page, Store, StoreError, Tx, now_ms, on_pool, on_tx};
+
+const RECIPIENT: &str = "messages.recipient";
+const BODY: &str = "messages.body";
+const METADATA: &str = "messages.metadata";
+
+/// A message about to be accepted.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub tenant_id: TenantId,
+    pub app_id: AppId,
+    pub key_id: KeyId,
+    pub to: E164,
+    pub from: Option<String>,
+    pub channel: Channel,
+    pub purpose: Purpose,
+    pub body: String,
+    pub metadata: Option<serde_json::Value>,
+    pub encoding: Encoding,
+    pub segments: u32,
+    pub status: MessageStatus,
+    pub test_mode: bool,
+    pub send_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A stored message, opened.
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    pub id: MessageId,
+    pub tenant_id: TenantId,
+    pub app_id: AppId,
+    pub to: E164,
+    pub from: Option<String>,
+    pub channel: Channel,
+    pub purpose: Purpose,
+    pub body: String,
+    pub metadata: Option<serde_json::Value>,
+    pub encoding: Encoding,
+    pub segments: u32,
+    pub status: MessageStatus,
+    pub test_mode: bool,
+    pub send_at: Option<i64>,
+    pub connection_id: Option<ConnectionId>,
+    pub provider_message_id: Option<String>,
+    pub error_code: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One entry of a message's status history.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HistoryEntry {
+    pub status: MessageStatus,
+    pub at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: String,
+    tenant_id: String,
+    app_id: String,
+    recipient_sealed: Vec<u8>,
+    sender: Option<String>,
+    channel: String,
+    purpose: String,
+    body_sealed: Vec<u8>,
+    metadata_sealed: Option<Vec<u8>>,
+    encoding: String,
+    segments: i64,
+    status: String,
+    test_mode: i64,
+    send_at: Option<i64>,
+    connection_id: Option<String>,
+    provider_message_id: Option<String>,
+    error_code: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+const COLUMNS: &str = "id, tenant_id, app_id, recipient_sealed, sender, channel, purpose, \
+     body_sealed, metadata_sealed, encoding, segments, status, test_mode, send_at, \
+     connection_id, provider_message_id, error_code, created_at, updated_at";
+
+fn parse_encoding(s: &str) -> Result<Encoding, StoreError> {
+    match s {
+        "gsm7" => Ok(Encoding::Gsm7),
+        "ucs2" => Ok(Encoding::Ucs2),
+        other => Err(StoreError::corrupt(format!("unknown encoding {other}"))),
+    }
+}
+
+fn encoding_str(e: Encoding) -> &'static str {
+    match e {
+        Encoding::Gsm7 => "gsm7",
+        Encoding::Ucs2 => "ucs2",
+    }
+}
+
+impl Store {
+    fn open_message(&self, r: MessageRow) -> Result<MessageRecord, StoreError> {
+        let to = self.open_string(RECIPIENT, &r.id, &r.recipient_sealed)?;
+        let body = self.open_string(BODY, &r.id, &r.body_sealed)?;
+        let metadata = match &r.metadata_sealed {
+            Some(m) => Some(
+                serde_json::from_str(&self.open_string(METADATA, &r.id, m)?)
+                    .map_err(StoreError::corrupt)?,
+            ),
+            None => None,
+        };
+        Ok(MessageRecord {
+            to: E164::from_trusted(to),
+            body,
+            metadata,
+            tenant_id: TenantId::from_trusted(r.tenant_id),
+            app_id: AppId::from_trusted(r.app_id),
+            from: r.sender,
+            channel: Channel::parse(&r.channel).map_err(StoreError::corrupt)?,
+            purpose: Purpose::parse(&r.purpose).map_err(StoreError::corrupt)?,
+            encoding: parse_encoding(&r.encoding)?,
+            segments: u32::try_from(r.segments).map_err(StoreError::corrupt)?,
+            status: MessageStatus::parse(&r.status).map_err(StoreError::corrupt)?,
+            test_mode: r.test_mode != 0,
+            send_at: r.send_at,
+            connection_id: r.connection_id.map(ConnectionId::from_trusted),
+            provider_message_id: r.provider_message_id,
+            error_code: r.error_code,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            id: MessageId::from_trusted(r.id),
+        })
+    }
+
+    /// Inserts accepted messages (sealed) inside the caller's transaction.
+    pub async fn insert_messages(
+        &self,
+        tx: &mut Tx,
+        msgs: &[&NewMessage],
+    ) -> Result<(), StoreError> {
+        // Multi-row INSERTs: at thousands of messages a second the per-statement round
+        // trip, not the row, is what costs. 16 columns × 500 rows stays under SQLite's
+        // and PostgreSQL's bind-parameter limits.
+        for chunk in msgs.chunks(500) {
+            let sealed: Vec<_> = chunk
+                .iter()
+                .map(|m| -> Result<_, StoreError> {
+                    let id = m.id.as_str();
+                    let metadata = match &m.metadata {
+                        Some(v) => Some(
+                            self.seal(
+                                METADATA,
+                                id,
+                                serde_json::to_string(v)
+                                    .map_err(StoreError::corrupt)?
+                                    .as_bytes(),
+                            ),
+                        ),
+                        None => None,
+                    };
+                    Ok((
+                        self.seal(RECIPIENT, id, m.to.as_str().as_bytes()),
+                        self.phone_index(&m.to),
+                        self.seal(BODY, id, m.body.as_bytes()),
+                        metadata,
+                    ))
+                })
+                .collect::<Result<_, _>>()?;
+            on_tx!(tx, |c| {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO messages (id, tenant_id, app_id, key_id, recipient_sealed, \
+                     recipient_index, sender, channel, purpose, body_sealed, metadata_sealed, \
+                     encoding, segments, status, test_mode, send_at, created_at, updated_at) ",
+                );
+                qb.push_values(chunk.iter().zip(&sealed), |mut b, (m, s)| {
+                    b.push_bind(m.id.as_str())
+                        .push_bind(m.tenant_id.as_str())
+                        .push_bind(m.app_id.as_str())
+                        .push_bind(m.key_id.as_str())
+                        .push_bind(&s.0)
+                        .push_bind(&s.1)
+                        .push_bind(m.from.as_deref())
+                        .push_bind(m.channel.as_str())
+                        .push_bind(m.purpose.as_str())
+                        .push_bind(&s.2)
+                        .push_bind(s.3.as_ref())
+                        .push_bind(encoding_str(m.encoding))
+                        .push_bind(i64::from(m.segments))
+                        .push_bind(m.status.as_str())
+                        .push_bind(i64::from(m.test_mode))
+                        .push_bind(m.send_at)
+                        .push_bind(m.created_at)
+                        .push_bind(m.created_at);
+                });
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// One message of an app.
+    pub async fn get_message(
+        &self,
+        app: &AppId,
+        id: &MessageId,
+    ) -> Result<MessageRecord, StoreError> {
+        let row: Option<MessageRow> =
+            on_pool!(self.db.read(), |p| sqlx::query_as(sqlx::AssertSqlSafe(
+                format!("SELECT {COLUMNS} FROM messages WHERE app_id = $1 AND id = $2")
+            ))
+            .bind(app.as_str())
+            .bind(id.as_str())
+            .fetch_optional(p)
+            .await)?;
+        self.open_message(row.ok_or(StoreError::NotFound)?)
+    }
+
+    /// The status history of a message whose scope the caller has already checked. The
+    /// first entry is the message's creation.
+    pub async fn message_history(
+        &self,
+        msg: &MessageRecord,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        type Row = (
+            String,
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = on_pool!(self.db.read(), |p| sqlx::query_as(
+            "SELECT status, at, connection_id, provider_message_id, part, detail \
+             FROM message_events WHERE message_id = $1 ORDER BY at, seq"
+        )
+        .bind(msg.id.as_str())
+        .fetch_all(p)
+        .await)?;
+        let first = if msg.send_at.is_some() && msg.status != MessageStatus::Queued {
+            MessageStatus::Scheduled
+        } else {
+            MessageStatus::Queued
+        };
+        let mut out = vec![HistoryEntry {
+            status: first,
+            at: msg.created_at,
+            connection_id: None,
+            provider_message_id: None,
+            part: None,
+            detail: None,
+        }];
+        for (status, at, connection_id, provider_message_id, part, detail) in rows {
+            out.push(HistoryEntry {
+                status: MessageStatus::parse(&status).map_err(StoreError::corrupt)?,
+                at,
+                connection_id,
+                provider_message_id,
+                part,
+                detail,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A page of an app's messages, newest first.
+    pub async fn list_messages(
+        &self,
+        app: &AppId,
+        filter: &MessageFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Page<MessageRecord>, StoreError> {
+        let limit = limit.clamp(1, 100);
+        let to_index = filter.to.as_ref().map(|p| self.phone_index(p));
+        let rows: Vec<MessageRow> = on_pool!(self.db.read(), |p| {
+            let mut qb =
+                QueryBuilder::new(format!("SELECT {COLUMNS} FROM messages WHERE app_id = "));
+            qb.push_bind(app.as_str());
+            if let Some(s) = filter.status {
+                qb.push(" AND status = ").push_bind(s.as_str());
+            }
+            if let Some(ix) = &to_index {
+                qb.push(" AND recipient_index = ").push_bind(ix.as_str());
+            }
+            if let Some(c) = cursor {
+                qb.push(" AND (created_at < ")
+                    .push_bind(c.at)
+                    .push(" OR (created_at = ")
+                    .push_bind(c.at)
+                    .push(" AND id < ")
+                    .push_bind(c.id.as_str())
+                    .push("))");
+            }
+            qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+                .push_bind(i64::from(limit) + 1);
+            qb.build_query_as().fetch_all(p).await
+        })?;
+        let mut items = rows
+            .into_iter()
+            .map(|r| self.open_message(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|m| Cursor {
+                at: m.created_at,
+                id: m.id.as_str().to_owned(),
+            })
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Cancels a message that has not been handed to a provider yet.
+    pub async fn cancel_message(
+        &self,
+        app: &AppId,
+        id: &MessageId,
+    ) -> Result<MessageRecord, StoreError> {
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        let res = on_tx!(&mut tx, |c| sqlx::query(
+            "UPDATE messages SET status = 'canceled', updated_at = $1 \
+             WHERE app_id = $2 AND id = $3 AND status IN ('queued', 'scheduled', 'held')"
+        )
+        .bind(now)
+        .bind(app.as_str())
+        .bind(id.as_str())
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        if res == 0 {
+            tx.rollback().await?;
+            let current = self.get_message(app, id).await?;
+            return Err(StoreError::Conflict(format!(
+                "a message in status {} can no longer be canceled",
+                current.status.as_str()
+            )));
+        }
+        insert_events(
+            &mut tx,
+            &[(
+                id.clone(),
+                HistoryEntry {
+                    status: MessageStatus::Canceled,
+                    at: now,
+                    connection_id: None,
+                    provider_message_id: None,
+                    part: None,
+                    detail: None,
+                },
+            )],
+        )
+        .await?;
+        tx.commit().await?;
+        self.get_message(app, id).await
+    }
+
+    /// Moves claimed messages to `sending` and returns the ones that are still to be sent
+    /// (a message canceled meanwhile is left alone). `sending` is accepted as a starting
+    /// state because a job whose lease expired after a crash finds its message there.
+    pub async fn begin_sending(
+        &self,
+        tx: &mut Tx,
+        ids: &[MessageId],
+        now: i64,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<MessageRow> = on_tx!(tx, |c| {
+            let mut qb = QueryBuilder::new("UPDATE messages SET status = 'sending', updated_at = ");
+            qb.push_bind(now);
+            qb.push(" WHERE status IN ('queued', 'scheduled', 'sending') AND id IN (");
+            let mut sep = qb.separated(", ");
+            for id in ids {
+                sep.push_bind(id.as_str());
+            }
+            qb.push(format!(") RETURNING {COLUMNS}"));
+            qb.build_query_as().fetch_all(c).await
+        })?;
+        let msgs = rows
+            .into_iter()
+            .map(|r| self.open_message(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let events: Vec<_> = msgs
+            .iter()
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    HistoryEntry {
+                        status: MessageStatus::Sending,
+                        at: now,
+                        connection_id: None,
+                        provider_message_id: None,
+                        part: None,
+                        detail: None,
+                    },
+                )
+            })
+            .collect();
+        insert_events(tx, &events).await?;
+        Ok(msgs)
+    }
+
+    /// Records what the provider said about each send attempt. Returns the status changes
+    /// made, for metrics and events.
+    pub async fn record_outcomes(
+        &self,
+        tx: &mut Tx,
+        outcomes: &[SendOutcome],
+        now: i64,
+    ) -> Result<Vec<(MessageId, MessageStatus)>, StoreError> {
+        let mut changes = Vec::with_capacity(outcomes.len());
+        let mut events = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            match o {
+                SendOutcome::Sent {
+                    id,
+                    connection_id,
+                    provider_message_id,
+                } => {
+                    on_tx!(&mut *tx, |c| sqlx::query(
+                        "UPDATE messages SET status = 'sent', connection_id = $1, \
+                         provider_message_id = $2, error_code = NULL, updated_at = $3 \
+                         WHERE id = $4 AND status = 'sending'"
+                    )
+                    .bind(connection_id.as_str())
+                    .bind(provider_message_id)
+                    .bind(now)
+                    .bind(id.as_str())
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected()))?;
+                    events.push((
+                        id.clone(),
+                        HistoryEntry {
+                            status: MessageStatus::Sent,
+                            at: now,
+                            connection_id: Some(connection_id.as_str().to_owned()),
+                            provider_message_id: Some(provider_message_id.clone()),
+                            part: None,
+                            detail: None,
+                        },
+                    ));
+                    changes.push((id.clone(), MessageStatus::Sent));
+                }
+                SendOutcome::Retry {
+                    id,
+                    connection_id,
+                    detail,
+                } => {
+                    on_tx!(&mut *tx, |c| sqlx::query(
+                        "UPDATE messages SET status = 'queued', updated_at = $1 \
+                         WHERE id = $2 AND status = 'sending'"
+                    )
+                    .bind(now)
+                    .bind(id.as_str())
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected()))?;
+                    events.push((
+                        id.clone(),
+                        HistoryEntry {
+                            status: MessageStatus::Queued,
+                            at: now,
+                            connection_id: connection_id.as_ref().map(|c| c.as_str().to_owned()),
+                            provider_message_id: None,
+                            part: None,
+                            detail: Some(detail.clone()),
+                        },
+                    ));
+                }
+                SendOutcome::Failed {
+                    id,
+                    connection_id,
+                    code,
+                    detail,
+                } => {
+                    on_tx!(&mut *tx, |c| {
+                        sqlx::query(
+                        "UPDATE messages SET status = 'failed', connection_id = COALESCE($1, connection_id), \
+                         error_code = $2, updated_at = $3 WHERE id = $4 AND status IN ('sending', 'queued', 'scheduled')"
+                    )
+                    .bind(connection_id.as_ref().map(|c| c.as_str()))
+                    .bind(code)
+                    .bind(now)
+                    .bind(id.as_str())
+                    .execute(c)
+    .await
+    .map(|r| r.rows_affected())
+                    })?;
+                    events.push((
+                        id.clone(),
+                        HistoryEntry {
+                            status: MessageStatus::Failed,
+                            at: now,
+                            connection_id: connection_id.as_ref().map(|c| c.as_str().to_owned()),
+                            provider_message_id: None,
+                            part: None,
+                            detail: Some(detail.clone()),
+                        },
+                    ));
+                    changes.push((id.clone(), MessageStatus::Failed));
+                }
+            }
+        }
+        insert_events(tx, &events).await?;
+        // A receipt can overtake the submit response; any that did are waiting.
+        let sent: Vec<_> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                SendOutcome::Sent {
+                    connection_id,
+                    provider_message_id,
+                    ..
+                } => Some((connection_id, provider_message_id.as_str())),
+                _ => None,
+            })
+            .collect();
+        if !sent.is_empty() {
+            changes.extend(self.reapply_unmatched(tx, &sent).await?);
+        }
+        Ok(changes)
+    }
+
+    async fn reapply_unmatched(
+        &self,
+        tx: &mut Tx,
+        refs: &[(&ConnectionId, &str)],
+    ) -> Result<Vec<(MessageId, MessageStatus)>, StoreError> {
+        let mut pending = Vec::new();
+        for (conn, pid) in refs {
+            type Row = (String, String, Option<String>, i64);
+            let rows: Vec<Row> = on_tx!(&mut *tx, |c| {
+                sqlx::query_as(
+                "DELETE FROM unmatched_receipts WHERE connection_id = $1 AND provider_message_id = $2 \
+                 RETURNING id, status, detail, received_at"
+            )
+            .bind(conn.as_str())
+            .bind(*pid)
+            .fetch_all(c)
+            .await
+            })?;
+            for (_, status, detail, at) in rows {
+                pending.push(Receipt {
+                    connection_id: (*conn).clone(),
+                    provider_message_id: (*pid).to_owned(),
+                    status: MessageStatus::parse(&status).map_err(StoreError::corrupt)?,
+                    detail,
+                    at,
+                });
+            }
+        }
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.apply_receipts(tx, &pending).await
+    }
+
+    /// Applies delivery receipts. A receipt whose message cannot be found (yet) is kept in
+    /// `unmatched_receipts`, never dropped. Returns the status changes made.
+    pub async fn apply_receipts(
+        &self,
+        tx: &mut Tx,
+        receipts: &[Receipt],
+    ) -> Result<Vec<(MessageId, MessageStatus)>, StoreError> {
+        let mut changes = Vec::new();
+        let mut events = Vec::new();
+        for r in receipts {
+            let found: Option<(String, String)> = on_tx!(&mut *tx, |c| {
+                sqlx::query_as(
+                "SELECT id, status FROM messages WHERE connection_id = $1 AND provider_message_id = $2"
+            )
+            .bind(r.connection_id.as_str())
+            .bind(&r.provider_message_id)
+            .fetch_optional(c)
+            .await
+            })?;
+            let Some((id, status)) = found else {
+                on_tx!(&mut *tx, |c| {
+                    sqlx::query(
+                    "INSERT INTO unmatched_receipts (id, connection_id, provider_message_id, status, detail, received_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)"
+                )
+                .bind(portcullis_domain::EventId::new().as_str())
+                .bind(r.connection_id.as_str())
+                .bind(&r.provider_message_id)
+                .bind(r.status.as_str())
+                .bind(r.detail.as_deref())
+                .bind(r.at)
+                .execute(c)
+    .await
+    .map(|r| r.rows_affected())
+                })?;
+                continue;
+            };
+            let current = MessageStatus::parse(&status).map_err(StoreError::corrupt)?;
+            let id = MessageId::from_trusted(id);
+            if current.can_transition_to(r.status) {
+                on_tx!(&mut *tx, |c| sqlx::query(
+                    "UPDATE messages SET status = $1, updated_at = $2 WHERE id = $3"
+                )
+                .bind(r.status.as_str())
+                .bind(r.at)
+                .bind(id.as_str())
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
+                changes.push((id.clone(), r.status));
+            }
+            // Recorded even when it changes nothing (a late or repeated receipt), so the
+            // history shows everything the provider said.
+            events.push((
+                id,
+                HistoryEntry {
+                    status: r.status,
+                    at: r.at,
+                    connection_id: Some(r.connection_id.as_str().to_owned()),
+                    provider_message_id: Some(r.provider_message_id.clone()),
+                    part: None,
+                    detail: r.detail.clone(),
+                },
+            ));
+        }
+        insert_events(tx, &events).await?;
+        Ok(changes)
+    }
+
+    /// Messages handed to a connection and still awaiting their receipt: what a provider
+    /// that keeps its state outside our process must be reminded of after a restart.
+    pub async fn awaiting_receipt(
+        &self,
+        connection: &ConnectionId,
+    ) -> Result<Vec<(String, E164)>, StoreError> {
+        type Row = (String, String, Vec<u8>);
+        let rows: Vec<Row> = on_pool!(self.db.read(), |p| sqlx::query_as(
+            "SELECT id, provider_message_id, recipient_sealed FROM messages \
+             WHERE connection_id = $1 AND status = 'sent' AND provider_message_id IS NOT NULL"
+        )
+        .bind(connection.as_str())
+        .fetch_all(p)
+        .await)?;
+        rows.into_iter()
+            .map(|(id, pid, sealed)| {
+                Ok((
+                    pid,
+                    E164::from_trusted(self.open_string(RECIPIENT, &id, &sealed)?),
+                ))
+            })
+            .collect()
+    }
+
+    /// Counts of messages by status across every tenant, for operators and tests.
+    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(on_pool!(self.db.read(), |p| sqlx::query_as(
+            "SELECT status, COUNT(*) FROM messages GROUP BY status ORDER BY status"
+        )
+        .fetch_all(p)
+        .await)?)
+    }
+}
+
+/// Filters for [`Store::list_messages`].
+#[derive(Debug, Default, Clone)]
+pub struct MessageFilter {
+    pub status: Option<MessageStatus>,
+    pub to: Option<E164>,
+}
+
+/// What a provider said about one send attempt.
+#[derive(Debug, Clone)]
+pub enum SendOutcome {
+    Sent {
+        id: MessageId,
+        connection_id: ConnectionId,
+        provider_message_id: String,
+    },
+    Retry {
+        id: MessageId,
+        connection_id: Option<ConnectionId>,
+        detail: String,
+    },
+    Failed {
+        id: MessageId,
+        connection_id: Option<ConnectionId>,
+        code: String,
+        detail: String,
+    },
+}
+
+/// A delivery receipt in provider terms.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub connection_id: ConnectionId,
+    pub provider_message_id: String,
+    pub status: MessageStatus,
+    pub detail: Option<String>,
+    pub at: i64,
+}
+
+async fn insert_events(
+    tx: &mut Tx,
+    events: &[(MessageId, HistoryEntry)],
+) -> Result<(), StoreError> {
+    for chunk in events.chunks(500) {
+        on_tx!(&mut *tx, |c| {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO message_events (message_id, status, at, connection_id, provider_message_id, part, detail) ",
+            );
+            qb.push_values(chunk, |mut b, (id, e)| {
+                b.push_bind(id.as_str())
+                    .push_bind(e.status.as_str())
+                    .push_bind(e.at)
+                    .push_bind(e.connection_id.as_deref())
+                    .push_bind(e.provider_message_id.as_deref())
+                    .push_bind(e.part)
+                    .push_bind(e.detail.as_deref());
+            });
+            qb.build().execute(c).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,544 @@
+//! The command line. Scripts depend on it: every command that creates or lists something
+//! takes `--json` and then prints exactly one JSON document on stdout; everything else
+//! (logs, warnings) goes to stderr.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use portcullis_crypto::{KeyMode, Keyring};
+use portcullis_domain::{AppId, ConnectionId, KeyId, Role, SenderId, TenantId};
+use portcullis_store::{Db, Store, apps, keys, tenants};
+use serde_json::json;
+
+use crate::config::{Config, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Security-first messaging gateway"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Data directory (SQLite database, dev master key).
+    #[arg(long, global = true, env = "PORTCULLIS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://… or postgres://… (default: DATA_DIR/portcullis.db).
+    #[arg(long, global = true, env = "PORTCULLIS_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Configuration file (default: ./portcullis.toml if present).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Development mode: embedded SQLite, simulator, plain HTTP on loopback, generated key.
+        #[arg(long)]
+        dev: bool,
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "PORTCULLIS_LISTEN")]
+        listen: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document.
+    Openapi,
+    #[command(subcommand)]
+    Tenants(TenantsCmd),
+    #[command(subcommand)]
+    Apps(AppsCmd),
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    #[command(subcommand)]
+    Connections(ConnectionsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCmd {
+    /// Create a tenant.
+    Create {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCmd {
+    /// Create an app for a tenant.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List apps.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the app's ordered route (failover order).
+    Route {
+        app: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        connections: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a sender (E.164 number or alphanumeric id) to the app.
+    Senders {
+        app: String,
+        #[arg(long, required = true)]
+        add: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Create an API key; the key is printed once.
+    Create {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        role: String,
+        /// A pcl_test_ key (its messages only reach the simulator).
+        #[arg(long)]
+        test: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List an app's keys (never the keys themselves).
+    List {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key at once.
+    Revoke { key_id: String },
+    /// Rotate a key; the new key is printed once.
+    Rotate {
+        key_id: String,
+        /// Seconds the old key keeps working (max 86400).
+        #[arg(long, default_value_t = 0)]
+        grace_seconds: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCmd {
+    /// Create a provider connection; secrets are read from the file, never from arguments.
+    Create {
+        #[arg(long = "type")]
+        kind: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        config_file: PathBuf,
+        /// Make the connection this tenant's own.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List connections (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a connection.
+    Delete { id: String },
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let mut overrides = Overrides {
+        data_dir: cli.global.data_dir.clone(),
+        database_url: cli.global.database_url.clone(),
+        ..Overrides::default()
+    };
+    if let Command::Serve { dev, listen } = &cli.command {
+        if *dev {
+            overrides.dev = Some(true);
+        }
+        overrides.listen = listen.clone();
+    }
+    let config = Config::load(cli.global.config.as_deref(), &overrides)?;
+    crate::logging::init(config.log_format.as_deref(), config.dev);
+    match cli.command {
+        Command::Serve { .. } => serve(config).await,
+        Command::Openapi => {
+            println!("{}", portcullis_api::openapi::document());
+            Ok(())
+        }
+        Command::Migrate => {
+            let db = open_db(&config).await?;
+            db.close().await;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Tenants(cmd) => tenants_cmd(&config, cmd).await,
+        Command::Apps(cmd) => apps_cmd(&config, cmd).await,
+        Command::Keys(cmd) => keys_cmd(&config, cmd).await,
+        Command::Connections(cmd) => connections_cmd(&config, cmd).await,
+    }
+}
+
+async fn open_db(config: &Config) -> Result<Db> {
+    let url = config.database_url();
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    }
+    Db::connect(&url).await.context("opening the database")
+}
+
+async fn serve(config: Config) -> Result<()> {
+    config.check_production()?;
+    if config.dev {
+        tracing::warn!(
+            "DEV MODE: plain HTTP, simulator provider, development master key. Not for production."
+        );
+    }
+    let listen = config.listen_addr();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let server = crate::server::Server::start(&config, listener, Some(metrics)).await?;
+    if config.dev
+        && let Some(b) = crate::bootstrap::bootstrap_dev(&server.store.db).await?
+    {
+        crate::bootstrap::print(&b, &server.addr.to_string());
+    }
+    tracing::info!(addr = %server.addr, "portcullis listening");
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining requests and in-flight sends");
+        token.cancel();
+    });
+    server.wait().await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn emit(json: bool, doc: serde_json::Value, human: impl FnOnce() -> String) {
+    if json {
+        println!("{doc}");
+    } else {
+        println!("{}", human());
+    }
+}
+
+async fn tenants_cmd(config: &Config, cmd: TenantsCmd) -> Result<()> {
+    let db = open_db(config).await?;
+    match cmd {
+        TenantsCmd::Create { name, json } => {
+            let t = tenants::create(&db, &name).await?;
+            emit(json, serde_json::to_value(&t)?, || {
+                format!("created tenant {} ({})", t.id, t.name)
+            });
+        }
+        TenantsCmd::List { json } => {
+            let list = tenants::list(&db).await?;
+            emit(json, json!({ "data": list }), || {
+                list.iter()
+                    .map(|t| format!("{}\t{}", t.id, t.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    db.close().await;
+    Ok(())
+}
+
+fn parse_app(s: &str) -> Result<AppId> {
+    AppId::parse(s).map_err(|_| anyhow::anyhow!("{s:?} is not an app id (app_…)"))
+}
+
+async fn apps_cmd(config: &Config, cmd: AppsCmd) -> Result<()> {
+    let db = open_db(config).await?;
+    match cmd {
+        AppsCmd::Create { tenant, name, json } => {
+            let tenant = TenantId::parse(&tenant)
+                .map_err(|_| anyhow::anyhow!("{tenant:?} is not a tenant id (tnt_…)"))?;
+            let app = apps::create(&db, &tenant, &name)
+                .await
+                .map_err(|e| match e {
+                    portcullis_store::StoreError::NotFound => anyhow::anyhow!("no tenant {tenant}"),
+                    other => other.into(),
+                })?;
+            emit(json, serde_json::to_value(&app)?, || {
+                format!("created app {} ({})", app.id, app.name)
+            });
+        }
+        AppsCmd::List { tenant, json } => {
+            let tenant = tenant
+                .map(|t| {
+                    TenantId::parse(&t).map_err(|_| anyhow::anyhow!("{t:?} is not a tenant id"))
+                })
+                .transpose()?;
+            let list = apps::list(&db, tenant.as_ref()).await?;
+            emit(json, json!({ "data": list }), || {
+                list.iter()
+                    .map(|a| format!("{}\t{}\t{}", a.id, a.tenant_id, a.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        AppsCmd::Route {
+            app,
+            connections,
+            json,
+        } => {
+            let app = parse_app(&app)?;
+            apps::get_any_tenant(&db, &app)
+                .await
+                .map_err(|_| anyhow::anyhow!("no app {app}"))?;
+            let route = connections
+                .iter()
+                .map(|c| {
+                    ConnectionId::parse(c)
+                        .map_err(|_| anyhow::anyhow!("{c:?} is not a connection id (conn_…)"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            apps::set_route(&db, &app, &route)
+                .await
+                .context("setting the route (do the connections exist?)")?;
+            emit(json, json!({ "app_id": app, "route": route }), || {
+                format!("route of {app} set")
+            });
+        }
+        AppsCmd::Senders { app, add, json } => {
+            let app_id = parse_app(&app)?;
+            let mut current = apps::get_any_tenant(&db, &app_id)
+                .await
+                .map_err(|_| anyhow::anyhow!("no app {app_id}"))?;
+            for s in add {
+                let sender = SenderId::parse(&s).map_err(|e| anyhow::anyhow!("{s:?}: {e}"))?;
+                let s = sender.as_str().to_owned();
+                if !current.senders.contains(&s) {
+                    current.senders.push(s);
+                }
+            }
+            apps::set_senders(&db, &app_id, &current.senders).await?;
+            emit(
+                json,
+                json!({ "app_id": app_id, "senders": current.senders }),
+                || format!("senders of {app_id}: {}", current.senders.join(", ")),
+            );
+        }
+    }
+    db.close().await;
+    Ok(())
+}
+
+async fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
+    let db = open_db(config).await?;
+    match cmd {
+        KeysCmd::Create {
+            app,
+            role,
+            test,
+            json,
+        } => {
+            let app_id = parse_app(&app)?;
+            let role = Role::parse(&role)
+                .map_err(|_| anyhow::anyhow!("role must be admin, sender or reader"))?;
+            let app = apps::get_any_tenant(&db, &app_id)
+                .await
+                .map_err(|_| anyhow::anyhow!("no app {app_id}"))?;
+            let mode = if test { KeyMode::Test } else { KeyMode::Live };
+            let (record, new) =
+                keys::create(&db, &app.tenant_id, &app.id, role, mode, None).await?;
+            emit(
+                json,
+                json!({
+                    "id": record.id, "key": new.plaintext.expose(), "prefix": record.prefix,
+                    "role": record.role, "app_id": record.app_id, "tenant_id": record.tenant_id, "test": record.test,
+                }),
+                || {
+                    format!(
+                        "created key {} ({}): {}\nThis key is shown once. Store it now.",
+                        record.id,
+                        record.role.as_str(),
+                        new.plaintext.expose()
+                    )
+                },
+            );
+        }
+        KeysCmd::List { app, json } => {
+            let app_id = parse_app(&app)?;
+            let list = keys::list(&db, &app_id).await?;
+            let now = portcullis_store::now_ms();
+            let data: Vec<_> = list
+                .iter()
+                .map(|k| json!({
+                    "id": k.id, "prefix": k.prefix, "role": k.role, "status": k.status(now), "test": k.test,
+                    "created_at": k.created_at, "expires_at": k.expires_at, "last_used_at": k.last_used_at,
+                }))
+                .collect();
+            emit(json, json!({ "data": data }), || {
+                list.iter()
+                    .map(|k| {
+                        format!(
+                            "{}\t{}\t{}\t{}",
+                            k.id,
+                            k.prefix,
+                            k.role.as_str(),
+                            k.status(now)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        KeysCmd::Revoke { key_id } => {
+            let id = KeyId::parse(&key_id)
+                .map_err(|_| anyhow::anyhow!("{key_id:?} is not a key id (key_…)"))?;
+            keys::revoke_any_app(&db, &id)
+                .await
+                .map_err(|_| anyhow::anyhow!("no key {id}"))?;
+            eprintln!("revoked {id}");
+        }
+        KeysCmd::Rotate {
+            key_id,
+            grace_seconds,
+            json,
+        } => {
+            if grace_seconds > 86_400 {
+                bail!("--grace-seconds must be at most 86400");
+            }
+            let id = KeyId::parse(&key_id)
+                .map_err(|_| anyhow::anyhow!("{key_id:?} is not a key id (key_…)"))?;
+            let (_, app) = keys::owner(&db, &id)
+                .await
+                .map_err(|_| anyhow::anyhow!("no key {id}"))?;
+            let (record, new) =
+                keys::rotate(&db, &app, &id, i64::from(grace_seconds) * 1000).await?;
+            emit(
+                json,
+                json!({ "id": record.id, "key": new.plaintext.expose(), "prefix": record.prefix, "role": record.role, "replaces": id }),
+                || {
+                    format!(
+                        "rotated {id} → {}: {}\nThis key is shown once. Store it now.",
+                        record.id,
+                        new.plaintext.expose()
+                    )
+                },
+            );
+        }
+    }
+    db.close().await;
+    Ok(())
+}
+
+const CONNECTION_TYPES: [&str; 5] = ["smpp", "twilio", "ringcentral", "whatsapp", "simulator"];
+
+async fn connections_cmd(config: &Config, cmd: ConnectionsCmd) -> Result<()> {
+    let db = open_db(config).await?;
+    let store = Store::new(
+        db.clone(),
+        std::sync::Arc::new(Keyring::new(&config.master_key()?)),
+    );
+    match cmd {
+        ConnectionsCmd::Create {
+            kind,
+            name,
+            config_file,
+            tenant,
+            json,
+        } => {
+            if !CONNECTION_TYPES.contains(&kind.as_str()) {
+                bail!("--type must be one of {}", CONNECTION_TYPES.join(", "));
+            }
+            let text = std::fs::read_to_string(&config_file)
+                .with_context(|| format!("reading {}", config_file.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", config_file.display()))?;
+            if !value.is_object() {
+                bail!("{} must hold a JSON object", config_file.display());
+            }
+            let tenant = tenant
+                .map(|t| {
+                    TenantId::parse(&t).map_err(|_| anyhow::anyhow!("{t:?} is not a tenant id"))
+                })
+                .transpose()?;
+            if let Some(t) = &tenant {
+                tenants::get(&db, t)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no tenant {t}"))?;
+            }
+            let conn = store
+                .create_connection(tenant.as_ref(), &kind, &name, &value)
+                .await?;
+            emit(json, serde_json::to_value(&conn)?, || {
+                format!("created connection {} ({kind})", conn.id)
+            });
+        }
+        ConnectionsCmd::List { json } => {
+            let list = store.list_connections().await?;
+            emit(json, json!({ "data": list }), || {
+                list.iter()
+                    .map(|c| format!("{}\t{}\t{}", c.id, c.kind, c.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        ConnectionsCmd::Delete { id } => {
+            let id = ConnectionId::parse(&id)
+                .map_err(|_| anyhow::anyhow!("{id:?} is not a connection id"))?;
+            store
+                .delete_connection(&id)
+                .await
+                .map_err(|_| anyhow::anyhow!("no connection {id}"))?;
+            eprintln!("deleted {id}");
+        }
+    }
+    db.close().await;
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! Layered configuration: compiled-in defaults, then `portcullis.toml`, then `PORTCULLIS_*`
+//! environment variables, then command-line flags. Every secret may also come from a file
+//! named by `NAME_FILE`. Production start-up fails fast, with a sentence naming what to
+//! set, when something it needs is missing.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use portcullis_crypto::{MasterKey, Secret};
+use serde::{Deserialize, Serialize};
+
+/// Every setting, after layering.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub dev: bool,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub listen: Option<String>,
+    pub master_key: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub trusted_proxies: Option<String>,
+    pub metrics_token: Option<String>,
+    pub metrics_token_file: Option<PathBuf>,
+    pub log_format: Option<String>,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// Delay before the simulator reports a receipt.
+    pub simulator_delay_ms: u64,
+    /// Append-only record of every submission the simulator accepted (for tests).
+    pub simulator_log_file: Option<PathBuf>,
+    /// Seconds a send job stays leased to a worker.
+    pub job_lease_seconds: u64,
+    pub dispatchers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            dev: false,
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            listen: None,
+            master_key: None,
+            master_key_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            trusted_proxies: None,
+            metrics_token: None,
+            metrics_token_file: None,
+            log_format: None,
+            body_limit: 102_400,
+            simulator_delay_ms: 200,
+            simulator_log_file: None,
+            job_lease_seconds: 30,
+            dispatchers: 2,
+        }
+    }
+}
+
+/// Flags the command line may set on top of the file and the environment.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+impl Config {
+    /// Layers defaults, `portcullis.toml` (or `config_file`), the environment and `flags`.
+    pub fn load(config_file: Option<&Path>, flags: &Overrides) -> Result<Config> {
+        let file = config_file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("portcullis.toml"));
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&file))
+            .merge(Env::prefixed("PORTCULLIS_"))
+            .merge(Serialized::defaults(flags));
+        figment
+            .extract()
+            .context("reading configuration (portcullis.toml and PORTCULLIS_* variables)")
+    }
+
+    /// The database URL: explicit, or the SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("portcullis.db").display()),
+        }
+    }
+
+    pub fn listen_addr(&self) -> String {
+        self.listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned())
+    }
+
+    pub fn simulator_delay(&self) -> Duration {
+        Duration::from_millis(self.simulator_delay_ms)
+    }
+
+    /// The master key from `PORTCULLIS_MASTER_KEY` or `PORTCULLIS_MASTER_KEY_FILE`; in dev
+    /// mode, failing those, the one kept in the data dir (generated on first use).
+    pub fn master_key(&self) -> Result<MasterKey> {
+        if let Some(v) = secret_value(
+            self.master_key.as_deref(),
+            self.master_key_file.as_deref(),
+            "PORTCULLIS_MASTER_KEY",
+        )? {
+            return MasterKey::from_base64(v.expose())
+                .map_err(|e| anyhow::anyhow!("PORTCULLIS_MASTER_KEY: {e}"));
+        }
+        let dev_file = self.data_dir.join("master.key");
+        if self.dev {
+            return load_or_create_dev_key(&dev_file);
+        }
+        if dev_file.exists() {
+            // CLI commands run against a dev data dir use the key kept there.
+            let text = std::fs::read_to_string(&dev_file)
+                .with_context(|| format!("reading {}", dev_file.display()))?;
+            return MasterKey::from_base64(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dev_file.display()));
+        }
+        bail!(
+            "no master key: set PORTCULLIS_MASTER_KEY (base64 of 32 random bytes, e.g. from `openssl rand -base64 32`) \
+             or PORTCULLIS_MASTER_KEY_FILE, or run with --dev for a development key"
+        )
+    }
+
+    pub fn metrics_token(&self) -> Result<Option<Secret<String>>> {
+        secret_value(
+            self.metrics_token.as_deref(),
+            self.metrics_token_file.as_deref(),
+            "PORTCULLIS_METRICS_TOKEN",
+        )
+    }
+
+    /// Production start-up checks. Dev mode skips them (and says so loudly).
+    pub fn check_production(&self) -> Result<()> {
+        if self.dev {
+            return Ok(());
+        }
+        self.master_key()?;
+        let tls = self.tls_cert_file.is_some() || self.tls_key_file.is_some();
+        if tls {
+            bail!(
+                "PORTCULLIS_TLS_CERT_FILE is set, but this build does not terminate TLS itself yet: \
+                 run behind a TLS-terminating proxy and set PORTCULLIS_TRUSTED_PROXIES to its address"
+            );
+        }
+        if self
+            .trusted_proxies
+            .as_deref()
+            .is_none_or(|p| p.trim().is_empty())
+        {
+            bail!(
+                "refusing to serve plain HTTP in production: set PORTCULLIS_TRUSTED_PROXIES to the CIDRs of the \
+                 TLS-terminating proxy in front of Portcullis (or use --dev on a development machine)"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A secret from its variable or from the file its `_FILE` variable names.
+fn secret_value(
+    value: Option<&str>,
+    file: Option<&Path>,
+    name: &str,
+) -> Result<Option<Secret<String>>> {
+    match (value, file) {
+        (Some(_), Some(_)) => bail!("set either {name} or {name}_FILE, not both"),
+        (Some(v), None) => Ok(Some(Secret::new(v.trim().to_owned()))),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {name}_FILE {}", path.display()))?;
+            Ok(Some(Secret::new(text.trim().to_owned())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn load_or_create_dev_key(path: &Path) -> Result<MasterKey> {
+    if path.exists() {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return MasterKey::from_base64(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let key = MasterKey::generate();
+    write_private(path, key.to_base64().expose().as_bytes())?;
+    tracing::warn!(
+        path = %path.display(),
+        "DEV MODE: generated a master key and stored it next to the data. Anyone who can read this \
+         file can decrypt every message. Never use --dev in production."
+    );
+    Ok(key)
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
