@@ -105,15 +105,14 @@ pub async fn get_any_tenant(db: &Db, id: &AppId) -> Result<App, StoreError> {
 
 /// Apps, optionally of one tenant (operator listing).
 pub async fn list(db: &Db, tenant: Option<&TenantId>) -> Result<Vec<App>, StoreError> {
-    let rows: Vec<AppRow> =
-        on_pool!(db.read(), |p| {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<AppRow> = on_pool!(db.read(), |p| {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM apps WHERE ($1 IS NULL OR tenant_id = $1) ORDER BY created_at, id"
     )))
     .bind(tenant.map(|t| t.as_str()))
     .fetch_all(p)
     .await
-        })?;
+    })?;
     rows.into_iter().map(App::try_from).collect()
 }
 

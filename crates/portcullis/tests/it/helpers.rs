@@ -1,0 +1,298 @@
+//! Test harness: start the gateway on port 0 against a fresh database and talk to it.
+
+use std::time::Duration;
+
+use portcullis::config::Config;
+use portcullis::server::Server;
+use serde_json::Value;
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an `async fn(Backend)` test once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("PORTCULLIS_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A running gateway with a bootstrap tenant, app and admin key.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub server: Option<Server>,
+    pub config: Config,
+    pub tenant_id: String,
+    pub app_id: String,
+    pub admin_key: String,
+    pg_database: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Options {
+    pub simulator_delay_ms: u64,
+    pub dev: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            simulator_delay_ms: 50,
+            dev: true,
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, Options::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, opts: Options) -> TestApp {
+        portcullis::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (database_url, pg_database) = match backend {
+            Backend::Sqlite => (None, None),
+            Backend::Postgres => {
+                let name = format!(
+                    "pcl_test_{}",
+                    portcullis_crypto::random_token("", 12)
+                        .expose()
+                        .to_lowercase()
+                );
+                create_pg_database(&name).await;
+                let admin = pg_admin_url();
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_owned())
+                    .unwrap_or(admin);
+                (Some(format!("{base}/{name}")), Some(name))
+            }
+        };
+        let config = Config {
+            dev: opts.dev,
+            data_dir: dir.path().to_path_buf(),
+            database_url,
+            master_key: Some(
+                portcullis_crypto::MasterKey::generate()
+                    .to_base64()
+                    .expose()
+                    .clone(),
+            ),
+            simulator_delay_ms: opts.simulator_delay_ms,
+            job_lease_seconds: 5,
+            ..Config::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = Server::start(&config, listener, None)
+            .await
+            .expect("server starts");
+        let boot = portcullis::bootstrap::bootstrap_dev(&server.store.db)
+            .await
+            .expect("bootstrap")
+            .expect("fresh database bootstraps");
+        TestApp {
+            base: format!("http://{}", server.addr),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
+            server: Some(server),
+            config,
+            tenant_id: boot.tenant_id,
+            app_id: boot.app_id,
+            admin_key: boot.key.expose().clone(),
+            pg_database,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        status_json(res).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> (u16, Value) {
+        let res = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        status_json(res).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .delete(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        status_json(res).await
+    }
+
+    /// Sends a message with the admin key and returns the 202 body.
+    pub async fn send(&self, to: &str, body: &str) -> Value {
+        let (status, json) = self
+            .post(
+                "/v1/messages",
+                &self.admin_key,
+                &serde_json::json!({"to": to, "body": body, "purpose": "transactional"}),
+            )
+            .await;
+        assert_eq!(status, 202, "{json}");
+        json
+    }
+
+    /// Polls a message until it reaches `status` (or panics after `timeout`).
+    pub async fn wait_for_status(
+        &self,
+        id: &str,
+        key: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (code, json) = self.get(&format!("/v1/messages/{id}"), key).await;
+            assert_eq!(code, 200, "{json}");
+            if json["status"] == status {
+                return json;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "message {id} never reached {status}: {json}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Creates another tenant with an app and an admin key (directly in the store).
+    pub async fn other_tenant(&self) -> (String, String, String) {
+        let db = &self.server.as_ref().expect("running").store.db;
+        let t = portcullis_store::tenants::create(db, "other")
+            .await
+            .expect("tenant");
+        let a = portcullis_store::apps::create(db, &t.id, "other")
+            .await
+            .expect("app");
+        portcullis_store::apps::set_senders(db, &a.id, &["+14155550199".to_owned()])
+            .await
+            .expect("senders");
+        let (k, new) = portcullis_store::keys::create(
+            db,
+            &t.id,
+            &a.id,
+            portcullis_domain::Role::Admin,
+            portcullis_crypto::KeyMode::Live,
+            None,
+        )
+        .await
+        .expect("key");
+        let _ = k;
+        (
+            t.id.to_string(),
+            a.id.to_string(),
+            new.plaintext.expose().clone(),
+        )
+    }
+
+    /// Creates a key of `role` on the bootstrap app through the API.
+    pub async fn key_with_role(&self, role: &str) -> String {
+        let (status, json) = self
+            .post(
+                "/v1/keys",
+                &self.admin_key,
+                &serde_json::json!({"role": role}),
+            )
+            .await;
+        assert_eq!(status, 201, "{json}");
+        json["key"].as_str().expect("key").to_owned()
+    }
+
+    /// Stops the server and drops the test's PostgreSQL database.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("clean shutdown");
+        }
+        if let Some(name) = self.pg_database.take() {
+            drop_pg_database(&name).await;
+        }
+    }
+}
+
+pub async fn status_json(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("body");
+    let json = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, json)
+}
+
+async fn admin_pool() -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&pg_admin_url())
+        .await
+        .expect("PostgreSQL reachable at PORTCULLIS_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres)")
+}
+
+async fn create_pg_database(name: &str) {
+    let pool = admin_pool().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .expect("create database");
+    pool.close().await;
+}
+
+async fn drop_pg_database(name: &str) {
+    let pool = admin_pool().await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await;
+    pool.close().await;
+}

@@ -1,0 +1,10 @@
+//! The integration suite: the real router on a real TCP port, a real database (a fresh
+//! SQLite file or a fresh PostgreSQL database per test), driven over HTTP. Every test runs
+//! on both backends through [`both_backends!`].
+
+mod helpers;
+
+mod auth;
+mod keys;
+mod messages;
+mod openapi;

@@ -1,0 +1,34 @@
+//! The OpenAPI document checked into the repository is the one the code generates.
+
+#[test]
+fn checked_in_openapi_matches_the_code() {
+    let generated = portcullis_api::openapi::document();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi.json");
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    if std::env::var_os("PORTCULLIS_UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, format!("{generated}\n")).expect("write openapi.json");
+        return;
+    }
+    assert_eq!(
+        checked_in.trim_end(),
+        generated.trim_end(),
+        "openapi.json is out of date: run `PORTCULLIS_UPDATE_OPENAPI=1 cargo test -p portcullis openapi` and commit it"
+    );
+}
+
+#[tokio::test]
+async fn served_document_is_openapi_3_1() {
+    let doc: serde_json::Value =
+        serde_json::from_str(&portcullis_api::openapi::document()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/v1/messages",
+        "/v1/messages/{id}",
+        "/v1/keys",
+        "/v1/keys/{id}/rotate",
+        "/v1/inbound",
+        "/healthz",
+    ] {
+        assert!(doc["paths"][path].is_object(), "missing {path}");
+    }
+}
