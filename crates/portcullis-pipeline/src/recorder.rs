@@ -18,9 +18,17 @@ pub(crate) async fn run(
     stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut reconcile = tokio::time::interval(std::time::Duration::from_secs(1));
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let received = tokio::select! {
             n = events.recv_many(&mut batch, MAX_BATCH) => n,
+            _ = reconcile.tick() => {
+                if let Err(e) = reconcile_unmatched(&store).await {
+                    tracing::warn!(error = %e, "reconciling unmatched receipts failed");
+                }
+                continue;
+            }
             // On shutdown, record what has already arrived and stop. Receipts a provider
             // reports later are not lost: providers re-report them (`Provider::resume`).
             _ = stop.cancelled() => {
@@ -60,6 +68,25 @@ pub(crate) async fn run(
     }
 }
 
+async fn reconcile_unmatched(store: &Store) -> Result<(), StoreError> {
+    let mut tx = store.db.begin().await?;
+    let changes = store.reconcile_unmatched(&mut tx).await?;
+    tx.commit().await?;
+    count_changes(&changes);
+    Ok(())
+}
+
+fn count_changes(
+    changes: &[(
+        portcullis_domain::MessageId,
+        portcullis_domain::MessageStatus,
+    )],
+) {
+    for (_, status) in changes {
+        metrics::counter!("portcullis_messages_total", "status" => status.as_str()).increment(1);
+    }
+}
+
 async fn record(store: &Store, batch: &[ProviderEvent]) -> Result<(), StoreError> {
     let mut receipts = Vec::new();
     let mut inbound = Vec::new();
@@ -86,9 +113,7 @@ async fn record(store: &Store, batch: &[ProviderEvent]) -> Result<(), StoreError
         stored += u64::from(store.insert_inbound(&mut tx, m).await?);
     }
     tx.commit().await?;
-    for (_, status) in &changes {
-        metrics::counter!("portcullis_messages_total", "status" => status.as_str()).increment(1);
-    }
+    count_changes(&changes);
     metrics::counter!("portcullis_inbound_messages_total").increment(stored);
     Ok(())
 }

@@ -580,6 +580,45 @@ impl Store {
         self.apply_receipts(tx, &pending).await
     }
 
+    /// Applies kept receipts whose message has since been recorded as sent.
+    ///
+    /// [`Store::record_outcomes`] re-applies waiting receipts as it records `sent`, but on
+    /// PostgreSQL a receipt can be inserted into `unmatched_receipts` by a transaction that
+    /// commits after the `sent` transaction looked (READ COMMITTED sees neither the other's
+    /// uncommitted message update nor its uncommitted receipt). This sweep closes that gap
+    /// without cross-transaction locking; the recorder runs it every second.
+    pub async fn reconcile_unmatched(
+        &self,
+        tx: &mut Tx,
+    ) -> Result<Vec<(MessageId, MessageStatus)>, StoreError> {
+        type Row = (String, String, String, Option<String>, i64);
+        let rows: Vec<Row> = on_tx!(&mut *tx, |c| {
+            sqlx::query_as(
+            "DELETE FROM unmatched_receipts WHERE id IN (SELECT u.id FROM unmatched_receipts u \
+             JOIN messages m ON m.connection_id = u.connection_id AND m.provider_message_id = u.provider_message_id \
+             LIMIT 500) RETURNING connection_id, provider_message_id, status, detail, received_at"
+        )
+        .fetch_all(c)
+        .await
+        })?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let receipts = rows
+            .into_iter()
+            .map(|(conn, pid, status, detail, at)| {
+                Ok(Receipt {
+                    connection_id: ConnectionId::from_trusted(conn),
+                    provider_message_id: pid,
+                    status: MessageStatus::parse(&status).map_err(StoreError::corrupt)?,
+                    detail,
+                    at,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.apply_receipts(tx, &receipts).await
+    }
+
     /// Applies delivery receipts. A receipt whose message cannot be found (yet) is kept in
     /// `unmatched_receipts`, never dropped. Returns the status changes made.
     pub async fn apply_receipts(

@@ -62,6 +62,8 @@ pub enum Command {
     Keys(KeysCmd),
     #[command(subcommand)]
     Connections(ConnectionsCmd),
+    /// Drive a running gateway with load over HTTP and print throughput and latency.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +205,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Apps(cmd) => apps_cmd(&config, cmd).await,
         Command::Keys(cmd) => keys_cmd(&config, cmd).await,
         Command::Connections(cmd) => connections_cmd(&config, cmd).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 

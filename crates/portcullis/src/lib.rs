@@ -3,6 +3,7 @@
 //! `main.rs` only parses arguments and calls [`cli::run`]; tests start [`server::Server`]
 //! directly.
 
+pub mod bench;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
