@@ -248,6 +248,14 @@ impl TestApp {
         json["key"].as_str().expect("key").to_owned()
     }
 
+    /// Stops this app's own server but keeps its database (and key), so a test can start
+    /// other instances against it. `stop()` still drops the database afterwards.
+    pub async fn stop_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("clean shutdown");
+        }
+    }
+
     /// Stops the server and drops the test's PostgreSQL database.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {

@@ -7,4 +7,5 @@ mod helpers;
 mod auth;
 mod keys;
 mod messages;
+mod multi_instance;
 mod openapi;
