@@ -219,8 +219,6 @@ async fn settle(
     }
     portcullis_queue::complete(&mut tx, &done).await?;
     tx.commit().await?;
-    for (_, status) in &changes {
-        metrics::counter!("portcullis_messages_total", "status" => status.as_str()).increment(1);
-    }
+    crate::count_changes(&changes);
     Ok(())
 }

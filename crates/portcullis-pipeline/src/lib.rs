@@ -81,6 +81,19 @@ impl Default for PipelineConfig {
     }
 }
 
+/// Counts status changes by status and provider connection.
+pub(crate) fn count_changes(changes: &[portcullis_store::messages::StatusChange]) {
+    for c in changes {
+        let provider = c
+            .connection_id
+            .as_ref()
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_else(|| "none".to_owned());
+        metrics::counter!("portcullis_messages_total", "status" => c.status.as_str(), "provider" => provider)
+            .increment(1);
+    }
+}
+
 /// The running pipeline.
 pub struct Pipeline {
     store: Store,

@@ -72,19 +72,8 @@ async fn reconcile_unmatched(store: &Store) -> Result<(), StoreError> {
     let mut tx = store.db.begin().await?;
     let changes = store.reconcile_unmatched(&mut tx).await?;
     tx.commit().await?;
-    count_changes(&changes);
+    crate::count_changes(&changes);
     Ok(())
-}
-
-fn count_changes(
-    changes: &[(
-        portcullis_domain::MessageId,
-        portcullis_domain::MessageStatus,
-    )],
-) {
-    for (_, status) in changes {
-        metrics::counter!("portcullis_messages_total", "status" => status.as_str()).increment(1);
-    }
 }
 
 async fn record(store: &Store, batch: &[ProviderEvent]) -> Result<(), StoreError> {
@@ -113,7 +102,7 @@ async fn record(store: &Store, batch: &[ProviderEvent]) -> Result<(), StoreError
         stored += u64::from(store.insert_inbound(&mut tx, m).await?);
     }
     tx.commit().await?;
-    count_changes(&changes);
+    crate::count_changes(&changes);
     metrics::counter!("portcullis_inbound_messages_total").increment(stored);
     Ok(())
 }

@@ -432,7 +432,7 @@ impl Store {
         tx: &mut Tx,
         outcomes: &[SendOutcome],
         now: i64,
-    ) -> Result<Vec<(MessageId, MessageStatus)>, StoreError> {
+    ) -> Result<Vec<StatusChange>, StoreError> {
         let mut changes = Vec::with_capacity(outcomes.len());
         let mut events = Vec::with_capacity(outcomes.len());
         for o in outcomes {
@@ -465,7 +465,11 @@ impl Store {
                             detail: None,
                         },
                     ));
-                    changes.push((id.clone(), MessageStatus::Sent));
+                    changes.push(StatusChange {
+                        id: id.clone(),
+                        status: MessageStatus::Sent,
+                        connection_id: Some(connection_id.clone()),
+                    });
                 }
                 SendOutcome::Retry {
                     id,
@@ -523,7 +527,11 @@ impl Store {
                             detail: Some(detail.clone()),
                         },
                     ));
-                    changes.push((id.clone(), MessageStatus::Failed));
+                    changes.push(StatusChange {
+                        id: id.clone(),
+                        status: MessageStatus::Failed,
+                        connection_id: connection_id.clone(),
+                    });
                 }
             }
         }
@@ -550,7 +558,7 @@ impl Store {
         &self,
         tx: &mut Tx,
         refs: &[(&ConnectionId, &str)],
-    ) -> Result<Vec<(MessageId, MessageStatus)>, StoreError> {
+    ) -> Result<Vec<StatusChange>, StoreError> {
         let mut pending = Vec::new();
         for (conn, pid) in refs {
             type Row = (String, String, Option<String>, i64);
@@ -587,10 +595,7 @@ impl Store {
     /// commits after the `sent` transaction looked (READ COMMITTED sees neither the other's
     /// uncommitted message update nor its uncommitted receipt). This sweep closes that gap
     /// without cross-transaction locking; the recorder runs it every second.
-    pub async fn reconcile_unmatched(
-        &self,
-        tx: &mut Tx,
-    ) -> Result<Vec<(MessageId, MessageStatus)>, StoreError> {
+    pub async fn reconcile_unmatched(&self, tx: &mut Tx) -> Result<Vec<StatusChange>, StoreError> {
         type Row = (String, String, String, Option<String>, i64);
         let rows: Vec<Row> = on_tx!(&mut *tx, |c| {
             sqlx::query_as(
@@ -625,7 +630,7 @@ impl Store {
         &self,
         tx: &mut Tx,
         receipts: &[Receipt],
-    ) -> Result<Vec<(MessageId, MessageStatus)>, StoreError> {
+    ) -> Result<Vec<StatusChange>, StoreError> {
         let mut changes = Vec::new();
         let mut events = Vec::new();
         for r in receipts {
@@ -668,7 +673,11 @@ impl Store {
                 .execute(c)
                 .await
                 .map(|r| r.rows_affected()))?;
-                changes.push((id.clone(), r.status));
+                changes.push(StatusChange {
+                    id: id.clone(),
+                    status: r.status,
+                    connection_id: Some(r.connection_id.clone()),
+                });
             }
             // Recorded even when it changes nothing (a late or repeated receipt), so the
             // history shows everything the provider said.
@@ -720,6 +729,15 @@ impl Store {
         .fetch_all(p)
         .await)?)
     }
+}
+
+/// A status change the store made, for metrics and events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    pub id: MessageId,
+    pub status: MessageStatus,
+    /// The provider connection the change came from, if any.
+    pub connection_id: Option<ConnectionId>,
 }
 
 /// Filters for [`Store::list_messages`].

@@ -68,14 +68,12 @@ impl Gateway {
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = client
+            let ready = client
                 .get(format!("http://127.0.0.1:{}/readyz", self.port))
                 .send()
-                .await
-            {
-                if r.status() == 200 {
-                    break;
-                }
+                .await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                break;
             }
             assert!(Instant::now() < deadline, "gateway did not become ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
