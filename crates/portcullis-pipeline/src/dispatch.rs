@@ -115,6 +115,10 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
             outcomes.push((job, None));
             continue;
         };
+        if msg.expires_at.is_some_and(|e| e <= now) {
+            outcomes.push((job, Some(SendOutcome::Expired { id })));
+            continue;
+        }
         let key = (msg.app_id.clone(), msg.test_mode);
         if !providers.contains_key(&key) {
             let p = w.routes.resolve(&msg.app_id, msg.test_mode).await?;

@@ -36,6 +36,8 @@ pub struct NewMessage {
     pub status: MessageStatus,
     pub test_mode: bool,
     pub send_at: Option<i64>,
+    /// Past this time the message expires instead of being sent.
+    pub expires_at: i64,
     pub created_at: i64,
 }
 
@@ -56,6 +58,7 @@ pub struct MessageRecord {
     pub status: MessageStatus,
     pub test_mode: bool,
     pub send_at: Option<i64>,
+    pub expires_at: Option<i64>,
     pub connection_id: Option<ConnectionId>,
     pub provider_message_id: Option<String>,
     pub error_code: Option<String>,
@@ -94,6 +97,7 @@ struct MessageRow {
     status: String,
     test_mode: i64,
     send_at: Option<i64>,
+    expires_at: Option<i64>,
     connection_id: Option<String>,
     provider_message_id: Option<String>,
     error_code: Option<String>,
@@ -103,7 +107,7 @@ struct MessageRow {
 
 const COLUMNS: &str = "id, tenant_id, app_id, recipient_sealed, sender, channel, purpose, \
      body_sealed, metadata_sealed, encoding, segments, status, test_mode, send_at, \
-     connection_id, provider_message_id, error_code, created_at, updated_at";
+     expires_at, connection_id, provider_message_id, error_code, created_at, updated_at";
 
 fn parse_encoding(s: &str) -> Result<Encoding, StoreError> {
     match s {
@@ -145,6 +149,7 @@ impl Store {
             status: MessageStatus::parse(&r.status).map_err(StoreError::corrupt)?,
             test_mode: r.test_mode != 0,
             send_at: r.send_at,
+            expires_at: r.expires_at,
             connection_id: r.connection_id.map(ConnectionId::from_trusted),
             provider_message_id: r.provider_message_id,
             error_code: r.error_code,
@@ -161,7 +166,7 @@ impl Store {
         msgs: &[&NewMessage],
     ) -> Result<(), StoreError> {
         // Multi-row INSERTs: at thousands of messages a second the per-statement round
-        // trip, not the row, is what costs. 16 columns × 500 rows stays under SQLite's
+        // trip, not the row, is what costs. 19 columns × 500 rows stays under SQLite's
         // and PostgreSQL's bind-parameter limits.
         for chunk in msgs.chunks(500) {
             let sealed: Vec<_> = chunk
@@ -192,7 +197,7 @@ impl Store {
                 let mut qb = QueryBuilder::new(
                     "INSERT INTO messages (id, tenant_id, app_id, key_id, recipient_sealed, \
                      recipient_index, sender, channel, purpose, body_sealed, metadata_sealed, \
-                     encoding, segments, status, test_mode, send_at, created_at, updated_at) ",
+                     encoding, segments, status, test_mode, send_at, expires_at, created_at, updated_at) ",
                 );
                 qb.push_values(chunk.iter().zip(&sealed), |mut b, (m, s)| {
                     b.push_bind(m.id.as_str())
@@ -211,6 +216,7 @@ impl Store {
                         .push_bind(m.status.as_str())
                         .push_bind(i64::from(m.test_mode))
                         .push_bind(m.send_at)
+                        .push_bind(m.expires_at)
                         .push_bind(m.created_at)
                         .push_bind(m.created_at);
                 });
@@ -258,7 +264,7 @@ impl Store {
         .bind(msg.id.as_str())
         .fetch_all(p)
         .await)?;
-        let first = if msg.send_at.is_some() && msg.status != MessageStatus::Queued {
+        let first = if msg.send_at.is_some() {
             MessageStatus::Scheduled
         } else {
             MessageStatus::Queued
@@ -496,6 +502,37 @@ impl Store {
                             detail: Some(detail.clone()),
                         },
                     ));
+                }
+                SendOutcome::Expired { id } => {
+                    on_tx!(&mut *tx, |c| {
+                        sqlx::query(
+                        "UPDATE messages SET status = 'expired', error_code = 'validity_expired', updated_at = $1 \
+                         WHERE id = $2 AND status IN ('sending', 'queued', 'scheduled')"
+                    )
+                    .bind(now)
+                    .bind(id.as_str())
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
+                    })?;
+                    events.push((
+                        id.clone(),
+                        HistoryEntry {
+                            status: MessageStatus::Expired,
+                            at: now,
+                            connection_id: None,
+                            provider_message_id: None,
+                            part: None,
+                            detail: Some(
+                                "validity period ended before the message could be sent".to_owned(),
+                            ),
+                        },
+                    ));
+                    changes.push(StatusChange {
+                        id: id.clone(),
+                        status: MessageStatus::Expired,
+                        connection_id: None,
+                    });
                 }
                 SendOutcome::Failed {
                     id,
@@ -766,6 +803,8 @@ pub enum SendOutcome {
         code: String,
         detail: String,
     },
+    /// Not handed to any provider: its validity period ran out while it waited.
+    Expired { id: MessageId },
 }
 
 /// A delivery receipt in provider terms.

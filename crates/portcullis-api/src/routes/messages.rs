@@ -25,6 +25,8 @@ const MAX_METADATA_KEYS: usize = 20;
 const MAX_METADATA_KEY_CHARS: usize = 40;
 const MAX_METADATA_VALUE_CHARS: usize = 500;
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+/// The longest (and default) validity period, as Twilio's: ten hours.
+const MAX_VALIDITY_SECONDS: u32 = 36_000;
 
 /// A message to send.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -42,6 +44,9 @@ pub struct SendMessage {
     pub from: Option<String>,
     /// RFC 3339 time to send at; absent or past means now.
     pub send_at: Option<String>,
+    /// Seconds the message may wait to be sent (from `send_at`, or now) before it expires
+    /// instead of going out late; 1 to 36000, default 36000.
+    pub validity_period: Option<u32>,
     /// Up to 20 string values, returned with the message.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
@@ -63,6 +68,8 @@ pub struct MessageView {
     pub segments: u32,
     pub test: bool,
     pub send_at: Option<String>,
+    /// When the message expires if it has not been handed to a provider by then.
+    pub expires_at: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     pub connection_id: Option<String>,
@@ -123,6 +130,7 @@ impl MessageView {
             segments: m.segments,
             test: m.test_mode,
             send_at: rfc3339_opt(m.send_at),
+            expires_at: rfc3339_opt(m.expires_at),
             metadata: m.metadata,
             connection_id: m.connection_id.map(|c| c.as_str().to_owned()),
             provider_message_id: m.provider_message_id,
@@ -146,6 +154,7 @@ impl MessageView {
             segments: m.segments,
             test: m.test_mode,
             send_at: rfc3339_opt(m.send_at),
+            expires_at: Some(rfc3339(m.expires_at)),
             metadata: m.metadata.clone(),
             connection_id: None,
             provider_message_id: None,
@@ -230,6 +239,17 @@ pub async fn send(
     };
     let now = now_ms();
     let send_at = parse_send_at(req.send_at.as_deref(), now)?;
+    let validity = match req.validity_period {
+        None => MAX_VALIDITY_SECONDS,
+        Some(v @ 1..=MAX_VALIDITY_SECONDS) => v,
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "invalid_validity_period",
+                "validity_period must be between 1 and 36000 seconds",
+            ));
+        }
+    };
+    let expires_at = send_at.unwrap_or(now) + i64::from(validity) * 1000;
     let metadata = check_metadata(req.metadata)?;
     let info = segment_info(body.as_str());
 
@@ -253,6 +273,7 @@ pub async fn send(
         },
         test_mode: auth.test,
         send_at,
+        expires_at,
         created_at: now,
     };
     let response =

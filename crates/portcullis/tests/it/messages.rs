@@ -16,6 +16,7 @@ both_backends!(
     listing_paginates_and_filters,
     simulator_inbound_is_listed,
     test_keys_route_to_simulator_without_a_route,
+    a_message_past_its_validity_expires_instead_of_sending,
 );
 
 async fn message_is_delivered_through_the_simulator(backend: Backend) {
@@ -368,5 +369,66 @@ async fn test_keys_route_to_simulator_without_a_route(backend: Backend) {
         Duration::from_secs(10),
     )
     .await;
+    app.stop().await;
+}
+
+async fn a_message_past_its_validity_expires_instead_of_sending(backend: Backend) {
+    use portcullis_domain::*;
+    let app = TestApp::spawn(backend).await;
+    let store = &app.server.as_ref().unwrap().store;
+    let now = portcullis_store::now_ms();
+    // A message that waited in the queue past its validity (as if every provider had been
+    // down): enqueued directly, due now, expired a second ago.
+    let msg = portcullis_store::messages::NewMessage {
+        id: MessageId::new(),
+        tenant_id: TenantId::parse(&app.tenant_id).unwrap(),
+        app_id: AppId::parse(&app.app_id).unwrap(),
+        key_id: KeyId::new(),
+        to: E164::parse("+14155550100").unwrap(),
+        from: None,
+        channel: Channel::Sms,
+        purpose: Purpose::Otp,
+        body: "late code".to_owned(),
+        metadata: None,
+        encoding: Encoding::Gsm7,
+        segments: 1,
+        status: MessageStatus::Queued,
+        test_mode: false,
+        send_at: None,
+        expires_at: now - 1000,
+        created_at: now - 5000,
+    };
+    let mut tx = store.db.begin().await.unwrap();
+    store.insert_messages(&mut tx, &[&msg]).await.unwrap();
+    portcullis_queue::enqueue(
+        &mut tx,
+        &[portcullis_queue::NewJob {
+            queue: "send",
+            payload: msg.id.to_string(),
+            run_at: now,
+            max_attempts: 3,
+        }],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let expired = app
+        .wait_for_status(
+            msg.id.as_str(),
+            &app.admin_key,
+            "expired",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(expired["error_code"], "validity_expired");
+    assert!(
+        expired["connection_id"].is_null(),
+        "never handed to a provider"
+    );
+    // A fresh message carries its default expiry ten hours out.
+    let sent = app.send("+14155550100", "fresh").await;
+    let created: jiff::Timestamp = sent["created_at"].as_str().unwrap().parse().unwrap();
+    let expires: jiff::Timestamp = sent["expires_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!((expires - created).get_seconds(), 36_000);
     app.stop().await;
 }
