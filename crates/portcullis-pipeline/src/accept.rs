@@ -14,6 +14,7 @@ use std::sync::Arc;
 use portcullis_queue::NewJob;
 use portcullis_store::idempotency::{self, IdempotencyClaim};
 use portcullis_store::messages::NewMessage;
+use portcullis_store::policy::NewPolicyEvent;
 use portcullis_store::{Store, StoreError, now_ms};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
@@ -34,6 +35,16 @@ pub struct AcceptRequest {
     pub message: NewMessage,
     pub idempotency: Option<IdempotencyInput>,
     pub response: String,
+    /// Guard decisions about this message (a deferral, an exemption), recorded with it.
+    pub policy_events: Vec<NewPolicyEvent>,
+}
+
+/// Work for the committer: a message to accept, or only policy events to record (a
+/// refusal leaves no message, but its event rides the same batched commits).
+#[derive(Debug)]
+pub(crate) enum Work {
+    Accept(AcceptRequest),
+    Record(Vec<NewPolicyEvent>),
 }
 
 /// What became of an [`AcceptRequest`].
@@ -50,7 +61,7 @@ pub enum AcceptOutcome {
 type Reply = oneshot::Sender<Result<AcceptOutcome, PipelineError>>;
 
 pub(crate) struct CommitterHandle {
-    tx: std::sync::Mutex<Option<mpsc::Sender<(AcceptRequest, Reply)>>>,
+    tx: std::sync::Mutex<Option<mpsc::Sender<(Work, Reply)>>>,
 }
 
 impl CommitterHandle {
@@ -60,7 +71,7 @@ impl CommitterHandle {
         work: Arc<Notify>,
         tasks: &TaskTracker,
     ) -> CommitterHandle {
-        let (tx, rx) = mpsc::channel::<(AcceptRequest, Reply)>(config.max_commit_batch * 8);
+        let (tx, rx) = mpsc::channel::<(Work, Reply)>(config.max_commit_batch * 8);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..config.committers.max(1) {
             let c = Committer {
@@ -76,7 +87,7 @@ impl CommitterHandle {
         }
     }
 
-    pub(crate) async fn accept(&self, req: AcceptRequest) -> Result<AcceptOutcome, PipelineError> {
+    pub(crate) async fn submit(&self, work: Work) -> Result<AcceptOutcome, PipelineError> {
         let sender = self
             .tx
             .lock()
@@ -85,7 +96,7 @@ impl CommitterHandle {
             .ok_or(PipelineError::ShuttingDown)?;
         let (reply, answer) = oneshot::channel();
         sender
-            .send((req, reply))
+            .send((work, reply))
             .await
             .map_err(|_| PipelineError::ShuttingDown)?;
         answer.await.map_err(|_| PipelineError::ShuttingDown)?
@@ -105,7 +116,7 @@ struct Committer {
 }
 
 impl Committer {
-    async fn run(self, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(AcceptRequest, Reply)>>>) {
+    async fn run(self, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(Work, Reply)>>>) {
         let mut batch = Vec::with_capacity(self.max_batch);
         loop {
             {
@@ -120,7 +131,7 @@ impl Committer {
         }
     }
 
-    async fn commit_batch(&self, batch: Vec<(AcceptRequest, Reply)>) {
+    async fn commit_batch(&self, batch: Vec<(Work, Reply)>) {
         let started = std::time::Instant::now();
         let size = batch.len();
         let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
@@ -158,12 +169,21 @@ impl Committer {
         }
     }
 
-    async fn write(&self, reqs: &[AcceptRequest]) -> Result<Vec<AcceptOutcome>, StoreError> {
+    async fn write(&self, reqs: &[Work]) -> Result<Vec<AcceptOutcome>, StoreError> {
         let now = now_ms();
         let mut tx = self.store.db.begin().await?;
         let mut outcomes = Vec::with_capacity(reqs.len());
         let mut accepted = Vec::with_capacity(reqs.len());
-        for req in reqs {
+        let mut events = Vec::new();
+        for work in reqs {
+            let req = match work {
+                Work::Record(e) => {
+                    events.extend(e.iter().cloned());
+                    outcomes.push(AcceptOutcome::Accepted);
+                    continue;
+                }
+                Work::Accept(req) => req,
+            };
             let outcome = match &req.idempotency {
                 None => AcceptOutcome::Accepted,
                 Some(idem) => match idempotency::claim(
@@ -190,6 +210,7 @@ impl Committer {
             };
             if outcome == AcceptOutcome::Accepted {
                 accepted.push(&req.message);
+                events.extend(req.policy_events.iter().cloned());
             }
             outcomes.push(outcome);
         }
@@ -204,6 +225,7 @@ impl Committer {
             })
             .collect();
         portcullis_queue::enqueue(&mut tx, &jobs).await?;
+        self.store.insert_policy_events(&mut tx, &events).await?;
         tx.commit().await?;
         metrics::counter!("portcullis_messages_accepted_total").increment(accepted.len() as u64);
         Ok(outcomes)

@@ -168,7 +168,18 @@ impl Pipeline {
 
     /// Accepts a message durably (see [`accept`]).
     pub async fn accept(&self, req: AcceptRequest) -> Result<AcceptOutcome, PipelineError> {
-        self.committer.accept(req).await
+        self.committer.submit(accept::Work::Accept(req)).await
+    }
+
+    /// Records policy events (a refusal) through the batched committer.
+    pub async fn record_policy_events(
+        &self,
+        events: Vec<portcullis_store::policy::NewPolicyEvent>,
+    ) -> Result<(), PipelineError> {
+        self.committer
+            .submit(accept::Work::Record(events))
+            .await
+            .map(|_| ())
     }
 
     /// Wakes the send workers (after this process enqueued work outside the committer).

@@ -14,7 +14,47 @@ pub struct App {
     pub senders: Vec<String>,
     pub allowed_purposes: PurposeSet,
     pub max_body_chars: u32,
+    pub policy: PolicySettings,
     pub created_at: i64,
+}
+
+/// An app's policy settings as stored. Every field has a default, so settings written by
+/// an older version still load.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct PolicySettings {
+    /// Require a consent record for every non-essential purpose, not only marketing.
+    pub consent_for_non_essential: bool,
+    /// `defer` (default) or `refuse` non-essential messages in the recipient's quiet hours.
+    pub quiet_hours: String,
+    /// ISO regions the app may send to; `None`: any.
+    pub allowed_countries: Option<Vec<String>>,
+    /// Sending paused for this app.
+    pub paused: bool,
+    /// Extra opt-out keywords besides the defaults.
+    pub extra_opt_out_keywords: Vec<String>,
+    /// Reply to HELP / INFO.
+    pub help_text: String,
+    /// The one confirmation sent after an opt-out.
+    pub opt_out_confirmation: String,
+    /// The confirmation sent after an opt-in.
+    pub opt_in_confirmation: String,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            consent_for_non_essential: false,
+            quiet_hours: "defer".to_owned(),
+            allowed_countries: None,
+            paused: false,
+            extra_opt_out_keywords: Vec::new(),
+            help_text: "Reply STOP to unsubscribe, START to resubscribe. Msg & data rates may apply.".to_owned(),
+            opt_out_confirmation: "You are unsubscribed and will receive no further messages. Reply START to resubscribe."
+                .to_owned(),
+            opt_in_confirmation: "You are subscribed again. Reply STOP to unsubscribe.".to_owned(),
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -25,6 +65,7 @@ struct AppRow {
     senders: String,
     allowed_purposes: String,
     max_body_chars: i64,
+    policy: String,
     created_at: i64,
 }
 
@@ -39,12 +80,14 @@ impl TryFrom<AppRow> for App {
             allowed_purposes: serde_json::from_str(&r.allowed_purposes)
                 .map_err(StoreError::corrupt)?,
             max_body_chars: u32::try_from(r.max_body_chars).map_err(StoreError::corrupt)?,
+            policy: serde_json::from_str(&r.policy).map_err(StoreError::corrupt)?,
             created_at: r.created_at,
         })
     }
 }
 
-const COLUMNS: &str = "id, tenant_id, name, senders, allowed_purposes, max_body_chars, created_at";
+const COLUMNS: &str =
+    "id, tenant_id, name, senders, allowed_purposes, max_body_chars, policy, created_at";
 
 /// Creates an app with the defaults of a new app: every purpose but marketing, the default
 /// body limit, no senders.
@@ -56,6 +99,7 @@ pub async fn create(db: &Db, tenant: &TenantId, name: &str) -> Result<App, Store
         senders: Vec::new(),
         allowed_purposes: PurposeSet::default_for_new_app(),
         max_body_chars: portcullis_domain::body::DEFAULT_MAX_BODY_CHARS as u32,
+        policy: PolicySettings::default(),
         created_at: now_ms(),
     };
     let purposes = serde_json::to_string(&app.allowed_purposes).map_err(StoreError::corrupt)?;
@@ -215,4 +259,21 @@ pub async fn find_by_sender(
         .into_iter()
         .filter(|a| a.senders.iter().any(|s| s == sender))
         .collect())
+}
+
+/// Replaces the app's policy settings.
+pub async fn set_policy(db: &Db, app: &AppId, policy: &PolicySettings) -> Result<(), StoreError> {
+    let json = serde_json::to_string(policy).map_err(StoreError::corrupt)?;
+    let n = on_pool!(db.write(), |p| sqlx::query(
+        "UPDATE apps SET policy = $1 WHERE id = $2"
+    )
+    .bind(&json)
+    .bind(app.as_str())
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 use portcullis_domain::{AppId, Channel, ConnectionId, E164, InboundId, TenantId};
 use sqlx::QueryBuilder;
 
-use crate::{Cursor, Page, Store, StoreError, Tx, on_pool, on_tx};
+use crate::{Cursor, Page, Store, StoreError, Tx, on_pool, on_tx, paginate, push_cursor};
 
 const SENDER: &str = "inbound.sender";
 const BODY: &str = "inbound.body";
@@ -87,20 +87,12 @@ impl Store {
                 "SELECT {COLUMNS} FROM inbound_messages WHERE app_id = "
             ));
             qb.push_bind(app.as_str());
-            if let Some(c) = cursor {
-                qb.push(" AND (received_at < ")
-                    .push_bind(c.at)
-                    .push(" OR (received_at = ")
-                    .push_bind(c.at)
-                    .push(" AND id < ")
-                    .push_bind(c.id.as_str())
-                    .push("))");
-            }
+            push_cursor(&mut qb, "received_at", cursor);
             qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
                 .push_bind(i64::from(limit) + 1);
             qb.build_query_as().fetch_all(p).await
         })?;
-        let mut items = rows
+        let items = rows
             .into_iter()
             .map(|r| {
                 Ok(InboundMessage {
@@ -117,15 +109,9 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let next = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|m| Cursor {
-                at: m.received_at,
-                id: m.id.as_str().to_owned(),
-            })
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(paginate(items, limit, |m| Cursor {
+            at: m.received_at,
+            id: m.id.as_str().to_owned(),
+        }))
     }
 }

@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod inbound;
 pub mod keys;
 pub mod messages;
+pub mod policy;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -135,4 +136,39 @@ impl Cursor {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<Cursor>,
+}
+
+/// Appends the keyset condition of a newest-first listing ordered by (`column`, id).
+pub(crate) fn push_cursor<DB: sqlx::Database>(
+    qb: &mut sqlx::QueryBuilder<DB>,
+    column: &'static str,
+    cursor: Option<&Cursor>,
+) where
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    if let Some(c) = cursor {
+        qb.push(format!(" AND ({column} < "))
+            .push_bind(c.at)
+            .push(format!(" OR ({column} = "))
+            .push_bind(c.at)
+            .push(" AND id < ")
+            .push_bind(c.id.clone())
+            .push("))");
+    }
+}
+
+/// Cuts a `limit + 1` fetch to a page and its next cursor.
+pub(crate) fn paginate<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    cursor_of: impl Fn(&T) -> Cursor,
+) -> Page<T> {
+    let next = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(&cursor_of)
+    } else {
+        None
+    };
+    Page { items, next }
 }

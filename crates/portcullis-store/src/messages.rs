@@ -12,7 +12,7 @@ use portcullis_domain::{
 use serde::Serialize;
 use sqlx::QueryBuilder;
 
-use crate::{Cursor, Page, Store, StoreError, Tx, now_ms, on_pool, on_tx};
+use crate::{Cursor, Page, Store, StoreError, Tx, now_ms, on_pool, on_tx, paginate, push_cursor};
 
 const RECIPIENT: &str = "messages.recipient";
 const BODY: &str = "messages.body";
@@ -310,33 +310,19 @@ impl Store {
             if let Some(ix) = &to_index {
                 qb.push(" AND recipient_index = ").push_bind(ix.as_str());
             }
-            if let Some(c) = cursor {
-                qb.push(" AND (created_at < ")
-                    .push_bind(c.at)
-                    .push(" OR (created_at = ")
-                    .push_bind(c.at)
-                    .push(" AND id < ")
-                    .push_bind(c.id.as_str())
-                    .push("))");
-            }
+            push_cursor(&mut qb, "created_at", cursor);
             qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
                 .push_bind(i64::from(limit) + 1);
             qb.build_query_as().fetch_all(p).await
         })?;
-        let mut items = rows
+        let items = rows
             .into_iter()
             .map(|r| self.open_message(r))
             .collect::<Result<Vec<_>, _>>()?;
-        let next = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|m| Cursor {
-                at: m.created_at,
-                id: m.id.as_str().to_owned(),
-            })
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(paginate(items, limit, |m| Cursor {
+            at: m.created_at,
+            id: m.id.as_str().to_owned(),
+        }))
     }
 
     /// Cancels a message that has not been handed to a provider yet.
