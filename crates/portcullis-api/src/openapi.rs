@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{app, health, inbound, keys, messages};
+use crate::routes::{app, health, inbound, keys, messages, policy};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,9 @@ use crate::routes::{app, health, inbound, keys, messages};
         messages::send, messages::get, messages::list, messages::cancel,
         inbound::list, inbound::inject,
         keys::create, keys::list, keys::rotate, keys::revoke,
+        policy::create_suppression, policy::list_suppressions, policy::delete_suppression,
+        policy::create_consent, policy::list_consents, policy::delete_consent,
+        policy::list_policy_events,
     ),
     components(schemas(crate::dto::ErrorResponse)),
     modifiers(&Security),
@@ -29,6 +32,7 @@ use crate::routes::{app, health, inbound, keys, messages};
         (name = "inbound", description = "Messages received from recipients"),
         (name = "keys", description = "API keys of the app"),
         (name = "app", description = "The calling key's app"),
+        (name = "policy", description = "Suppressions, consents and the guard's decisions"),
         (name = "simulator", description = "The built-in simulator provider"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

@@ -43,7 +43,7 @@ pub struct AcceptRequest {
 /// refusal leaves no message, but its event rides the same batched commits).
 #[derive(Debug)]
 pub(crate) enum Work {
-    Accept(AcceptRequest),
+    Accept(Box<AcceptRequest>),
     Record(Vec<NewPolicyEvent>),
 }
 

@@ -6,7 +6,7 @@
 //! jobs leased; when the lease runs out another worker sends them again — the only way a
 //! message can reach a provider twice, bounded by what was in flight.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use portcullis_domain::{AppId, MessageId};
 use portcullis_providers::{OutboundMessage, Provider, ProviderError};
 use portcullis_queue::ClaimedJob;
 use portcullis_store::messages::{MessageRecord, SendOutcome};
+use portcullis_store::policy::NewPolicyEvent;
 use portcullis_store::{Store, StoreError, now_ms};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -103,6 +104,10 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
             .record((now - j.run_at).max(0) as f64 / 1000.0);
     }
 
+    // The guard's last word: a recipient who opted out after the message was accepted
+    // gets no non-essential message.
+    let suppressed = suppressed_now(&w.store, &messages).await?;
+    let mut policy_events = Vec::new();
     let mut by_id: HashMap<MessageId, MessageRecord> =
         messages.into_iter().map(|m| (m.id.clone(), m)).collect();
     let mut providers: HashMap<(AppId, bool), Result<Arc<dyn Provider>, NoRoute>> = HashMap::new();
@@ -115,6 +120,28 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
             outcomes.push((job, None));
             continue;
         };
+        if suppressed.contains(&msg.id) {
+            let reason = "the recipient opted out after the message was accepted; only essential messages are sent";
+            policy_events.push(NewPolicyEvent {
+                tenant_id: msg.tenant_id.clone(),
+                app_id: msg.app_id.clone(),
+                message_id: Some(msg.id.clone()),
+                phone: Some(msg.to.clone()),
+                kind: "refused".to_owned(),
+                code: "recipient_suppressed".to_owned(),
+                reason: reason.to_owned(),
+            });
+            outcomes.push((
+                job,
+                Some(SendOutcome::Failed {
+                    id,
+                    connection_id: None,
+                    code: "recipient_suppressed".to_owned(),
+                    detail: reason.to_owned(),
+                }),
+            ));
+            continue;
+        }
         if msg.expires_at.is_some_and(|e| e <= now) {
             outcomes.push((job, Some(SendOutcome::Expired { id })));
             continue;
@@ -190,14 +217,41 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
         outcomes.push((job, Some(outcome)));
     }
     let handled = outcomes.len();
-    settle(w, outcomes).await?;
+    settle(w, outcomes, &policy_events).await?;
     Ok(handled)
+}
+
+/// The non-essential messages among `messages` whose recipient is suppressed now.
+async fn suppressed_now(
+    store: &Store,
+    messages: &[MessageRecord],
+) -> Result<HashSet<MessageId>, StoreError> {
+    let mut by_app: HashMap<&AppId, Vec<&MessageRecord>> = HashMap::new();
+    for m in messages.iter().filter(|m| !m.purpose.is_essential()) {
+        by_app.entry(&m.app_id).or_default().push(m);
+    }
+    let mut out = HashSet::new();
+    for (app, msgs) in by_app {
+        let phones: Vec<&portcullis_domain::E164> = msgs.iter().map(|m| &m.to).collect();
+        let hit: HashSet<String> = store
+            .suppressed_among(app, &phones)
+            .await?
+            .into_iter()
+            .collect();
+        for m in msgs {
+            if hit.contains(&store.phone_index(&m.to)) {
+                out.insert(m.id.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Records outcomes and settles their jobs in one transaction.
 async fn settle(
     w: &Worker,
     outcomes: Vec<(ClaimedJob, Option<SendOutcome>)>,
+    policy_events: &[NewPolicyEvent],
 ) -> Result<(), StoreError> {
     let now = now_ms();
     let mut tx = w.store.db.begin().await?;
@@ -222,6 +276,7 @@ async fn settle(
         }
     }
     portcullis_queue::complete(&mut tx, &done).await?;
+    w.store.insert_policy_events(&mut tx, policy_events).await?;
     tx.commit().await?;
     crate::count_changes(&changes);
     Ok(())

@@ -168,7 +168,7 @@ impl Pipeline {
 
     /// Accepts a message durably (see [`accept`]).
     pub async fn accept(&self, req: AcceptRequest) -> Result<AcceptOutcome, PipelineError> {
-        self.committer.submit(accept::Work::Accept(req)).await
+        self.committer.submit(accept::Work::Accept(Box::new(req))).await
     }
 
     /// Records policy events (a refusal) through the batched committer.

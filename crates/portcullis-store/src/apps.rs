@@ -57,6 +57,24 @@ impl Default for PolicySettings {
     }
 }
 
+impl App {
+    /// The app's policy in the domain's terms, for the guard.
+    pub fn policy(&self) -> portcullis_domain::policy::AppPolicy {
+        use portcullis_domain::policy::{AppPolicy, QuietHoursMode};
+        AppPolicy {
+            allowed_purposes: self.allowed_purposes,
+            consent_for_non_essential: self.policy.consent_for_non_essential,
+            quiet_hours: if self.policy.quiet_hours == "refuse" {
+                QuietHoursMode::Refuse
+            } else {
+                QuietHoursMode::Defer
+            },
+            allowed_countries: self.policy.allowed_countries.clone(),
+            paused: self.policy.paused,
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct AppRow {
     id: String,

@@ -31,6 +31,7 @@ pub struct PolicyView {
 
 /// The calling key's app.
 #[utoipa::path(
+    operation_id = "app_get",
     get, path = "/v1/app", tag = "app",
     responses((status = 200, body = AppView)),
     security(("api_key" = []))

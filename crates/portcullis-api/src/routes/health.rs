@@ -18,7 +18,8 @@ pub struct Health {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(
+    operation_id = "healthz",get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".to_owned(),
@@ -43,6 +44,7 @@ pub struct Checks {
 /// serving: messages queue); a database that does not answer makes it not ready, a 503
 /// (which, like every 5xx, carries only the opaque internal error body).
 #[utoipa::path(
+    operation_id = "readyz",
     get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, description = "Database unreachable"))
 )]
@@ -64,6 +66,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
 
 /// Prometheus metrics. Outside dev mode a metrics token is required.
 #[utoipa::path(
+    operation_id = "metrics",
     get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")),
     security(("metrics_token" = []))

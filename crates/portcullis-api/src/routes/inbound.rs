@@ -48,6 +48,7 @@ impl From<InboundMessage> for InboundView {
 
 /// List the app's inbound messages, newest first.
 #[utoipa::path(
+    operation_id = "inbound_list",
     get, path = "/v1/inbound", tag = "inbound",
     params(PageParams),
     responses((status = 200, body = List<InboundView>)),
@@ -87,6 +88,7 @@ pub struct InjectedInbound {
 
 /// Inject an inbound message through the simulator (dev mode or `pcl_test_` keys only).
 #[utoipa::path(
+    operation_id = "inbound_inject",
     post, path = "/v1/simulator/inbound", tag = "simulator", request_body = InjectInbound,
     responses(
         (status = 202, body = InjectedInbound, description = "Recorded through the inbound path"),

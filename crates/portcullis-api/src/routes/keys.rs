@@ -91,6 +91,7 @@ pub struct RotateKey {
 
 /// Create a key for the calling key's app.
 #[utoipa::path(
+    operation_id = "keys_create",
     post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
     responses((status = 201, body = CreatedKey)),
     security(("api_key" = []))
@@ -143,6 +144,7 @@ pub async fn create(
 
 /// List the app's keys.
 #[utoipa::path(
+    operation_id = "keys_list",
     get, path = "/v1/keys", tag = "keys",
     responses((status = 200, body = List<KeyView>)),
     security(("api_key" = []))
@@ -160,6 +162,7 @@ pub async fn list(
 
 /// Rotate a key: a new key replaces it; the old one stops now or after `grace_seconds`.
 #[utoipa::path(
+    operation_id = "keys_rotate",
     post, path = "/v1/keys/{id}/rotate", tag = "keys", request_body = Option<RotateKey>,
     params(("id" = String, Path, description = "Key id (key_…)")),
     responses((status = 201, body = CreatedKey), (status = 404, description = "No such key"), (status = 409, description = "Key not active")),
@@ -197,6 +200,7 @@ pub async fn rotate(
 
 /// Revoke a key: it stops working on the next request.
 #[utoipa::path(
+    operation_id = "keys_revoke",
     delete, path = "/v1/keys/{id}", tag = "keys",
     params(("id" = String, Path, description = "Key id (key_…)")),
     responses((status = 200, body = KeyView), (status = 404, description = "No such key")),

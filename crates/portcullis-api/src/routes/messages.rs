@@ -5,6 +5,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use portcullis_domain::policy::{Decision, Outgoing, Standing, decide};
+use portcullis_domain::quiet_hours::QuietRules;
 use portcullis_domain::{
     Channel, E164, MessageBody, MessageId, MessageStatus, Purpose, encoding::segment_info,
 };
@@ -168,6 +170,7 @@ impl MessageView {
 
 /// Send a message.
 #[utoipa::path(
+    operation_id = "messages_send",
     post, path = "/v1/messages", tag = "messages",
     request_body = SendMessage,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h return the first response")),
@@ -215,15 +218,6 @@ pub async fn send(
             )
         })?,
     };
-    if !app.allowed_purposes.contains(purpose) {
-        return Err(ApiError::unprocessable(
-            "purpose_not_allowed",
-            format!(
-                "this app is not allowed to send {} messages",
-                purpose.as_str()
-            ),
-        ));
-    }
     let text = req.body.as_deref().unwrap_or("");
     let body = MessageBody::parse(text, app.max_body_chars as usize)
         .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
@@ -238,7 +232,7 @@ pub async fn send(
         None => app.senders.first().cloned(),
     };
     let now = now_ms();
-    let send_at = parse_send_at(req.send_at.as_deref(), now)?;
+    let requested_at = parse_send_at(req.send_at.as_deref(), now)?;
     let validity = match req.validity_period {
         None => MAX_VALIDITY_SECONDS,
         Some(v @ 1..=MAX_VALIDITY_SECONDS) => v,
@@ -249,12 +243,81 @@ pub async fn send(
             ));
         }
     };
+    let id = MessageId::new();
+
+    // The guard: suppression, consent, purpose, destination, quiet hours.
+    let recipient = state
+        .store
+        .recipient_state(&auth.app_id, &to, channel)
+        .await?;
+    let standing = Standing {
+        suppressed: recipient.suppressed,
+        transactional_consent: recipient
+            .consent_scopes
+            .iter()
+            .any(|s| s == "transactional"),
+        marketing_consent: recipient.consent_scopes.iter().any(|s| s == "marketing"),
+    };
+    let outgoing = Outgoing {
+        purpose,
+        channel,
+        to: &to,
+        send_at: requested_at.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()),
+    };
+    let now_ts = jiff::Timestamp::from_millisecond(now).map_err(ApiError::internal)?;
+    let mut policy_events = Vec::new();
+    let send_at = match decide(
+        &outgoing,
+        &app.policy(),
+        &standing,
+        QuietRules::builtin(),
+        now_ts,
+    ) {
+        Decision::Refuse { code, reason } => {
+            state
+                .pipeline
+                .record_policy_events(vec![super::policy::event(
+                    &auth,
+                    None,
+                    &to,
+                    "refused",
+                    code.as_str(),
+                    &reason,
+                )])
+                .await?;
+            return Err(ApiError::unprocessable(code.as_str(), reason));
+        }
+        Decision::Defer { until, reason } => {
+            policy_events.push(super::policy::event(
+                &auth,
+                Some(&id),
+                &to,
+                "deferred",
+                "quiet_hours",
+                &reason,
+            ));
+            Some(until.as_millisecond())
+        }
+        Decision::Allow { exempt } => {
+            if let Some(reason) = exempt {
+                policy_events.push(super::policy::event(
+                    &auth,
+                    Some(&id),
+                    &to,
+                    "allowed_exempt",
+                    "recipient_suppressed",
+                    &reason,
+                ));
+            }
+            requested_at
+        }
+    };
     let expires_at = send_at.unwrap_or(now) + i64::from(validity) * 1000;
     let metadata = check_metadata(req.metadata)?;
     let info = segment_info(body.as_str());
 
     let message = NewMessage {
-        id: MessageId::new(),
+        id,
         tenant_id: auth.tenant_id.clone(),
         app_id: auth.app_id.clone(),
         key_id: auth.key_id.clone(),
@@ -289,6 +352,7 @@ pub async fn send(
             message,
             idempotency,
             response: response.clone(),
+            policy_events,
         })
         .await?;
     match outcome {
@@ -394,6 +458,7 @@ fn check_metadata(m: Option<serde_json::Value>) -> Result<Option<serde_json::Val
 
 /// Get one message with its status history.
 #[utoipa::path(
+    operation_id = "messages_get",
     get, path = "/v1/messages/{id}", tag = "messages",
     params(("id" = String, Path, description = "Message id (msg_…)")),
     responses((status = 200, body = MessageView), (status = 404, description = "No such message for this app")),
@@ -424,6 +489,7 @@ pub struct ListMessagesParams {
 
 /// List the app's messages, newest first.
 #[utoipa::path(
+    operation_id = "messages_list",
     get, path = "/v1/messages", tag = "messages",
     params(ListMessagesParams),
     responses((status = 200, body = List<MessageView>)),
@@ -473,6 +539,7 @@ pub async fn list(
 
 /// Cancel a message that is still queued, scheduled or held.
 #[utoipa::path(
+    operation_id = "messages_cancel",
     post, path = "/v1/messages/{id}/cancel", tag = "messages",
     params(("id" = String, Path, description = "Message id (msg_…)")),
     responses(

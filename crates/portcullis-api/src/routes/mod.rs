@@ -5,6 +5,7 @@ pub mod health;
 pub mod inbound;
 pub mod keys;
 pub mod messages;
+pub mod policy;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -26,4 +27,21 @@ pub fn router() -> Router<AppState> {
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/v1/keys/{id}/rotate", post(keys::rotate))
+        .route(
+            "/v1/suppressions",
+            post(policy::create_suppression).get(policy::list_suppressions),
+        )
+        .route(
+            "/v1/suppressions/{id}",
+            axum::routing::delete(policy::delete_suppression),
+        )
+        .route(
+            "/v1/consents",
+            post(policy::create_consent).get(policy::list_consents),
+        )
+        .route(
+            "/v1/consents/{id}",
+            axum::routing::delete(policy::delete_consent),
+        )
+        .route("/v1/policy-events", get(policy::list_policy_events))
 }

@@ -9,11 +9,18 @@ fn checked_in_openapi_matches_the_code() {
         std::fs::write(path, format!("{generated}\n")).expect("write openapi.json");
         return;
     }
-    assert_eq!(
-        checked_in.trim_end(),
-        generated.trim_end(),
-        "openapi.json is out of date: run `PORTCULLIS_UPDATE_OPENAPI=1 cargo test -p portcullis openapi` and commit it"
-    );
+    if checked_in.trim_end() != generated.trim_end() {
+        let first_difference = checked_in
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| checked_in.lines().count().min(generated.lines().count()));
+        panic!(
+            "openapi.json is out of date (first difference at line {}): run \
+             `PORTCULLIS_UPDATE_OPENAPI=1 cargo test -p portcullis --test it openapi` and commit it",
+            first_difference + 1
+        );
+    }
 }
 
 #[tokio::test]
