@@ -14,16 +14,21 @@
 pub mod body;
 pub mod encoding;
 pub mod ids;
+pub mod optout;
 mod parse_error;
 pub mod phone;
+pub mod policy;
 pub mod purpose;
+pub mod quiet_hours;
 pub mod role;
 pub mod sender;
 pub mod status;
+pub mod tz;
 
 pub use body::{BodyError, DEFAULT_MAX_BODY_CHARS, MessageBody};
 pub use encoding::{Encoding, SegmentInfo, gsm7_decode, gsm7_encode, segment_info, split_segments};
 pub use ids::*;
+pub use optout::{Intent, Keywords, classify};
 pub use parse_error::ParseEnumError;
 pub use phone::{E164, PhoneError, mask_phone};
 pub use purpose::{Purpose, PurposeSet};

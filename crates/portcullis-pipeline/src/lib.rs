@@ -12,6 +12,7 @@
 
 pub mod accept;
 pub mod dispatch;
+pub mod keywords;
 pub mod recorder;
 pub mod routing;
 
@@ -128,6 +129,7 @@ impl Pipeline {
             store.clone(),
             events_rx,
             recorder_stop.clone(),
+            config.max_attempts,
         ));
         for n in 0..config.dispatchers.max(1) {
             tasks.spawn(dispatch::run(dispatch::Worker {
@@ -168,7 +170,9 @@ impl Pipeline {
 
     /// Accepts a message durably (see [`accept`]).
     pub async fn accept(&self, req: AcceptRequest) -> Result<AcceptOutcome, PipelineError> {
-        self.committer.submit(accept::Work::Accept(Box::new(req))).await
+        self.committer
+            .submit(accept::Work::Accept(Box::new(req)))
+            .await
     }
 
     /// Records policy events (a refusal) through the batched committer.

@@ -4,6 +4,7 @@
 
 use portcullis_domain::{InboundId, TenantId};
 use portcullis_providers::{Ack, InboundEvent, ProviderEvent};
+use portcullis_store::apps::App;
 use portcullis_store::inbound::InboundMessage;
 use portcullis_store::messages::Receipt;
 use portcullis_store::{Store, StoreError, apps};
@@ -16,6 +17,7 @@ pub(crate) async fn run(
     store: Store,
     mut events: mpsc::Receiver<ProviderEvent>,
     stop: CancellationToken,
+    max_attempts: u32,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut reconcile = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -49,7 +51,7 @@ pub(crate) async fn run(
         }
         let mut attempt = 0u32;
         // Events are retried until they are recorded: dropping one would lose a receipt.
-        while let Err(e) = record(&store, &batch).await {
+        while let Err(e) = record(&store, &batch, max_attempts).await {
             attempt += 1;
             tracing::error!(error = %e, attempt, "recording provider events failed; retrying");
             tokio::time::sleep(std::time::Duration::from_millis(
@@ -76,7 +78,11 @@ async fn reconcile_unmatched(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn record(store: &Store, batch: &[ProviderEvent]) -> Result<(), StoreError> {
+async fn record(
+    store: &Store,
+    batch: &[ProviderEvent],
+    max_attempts: u32,
+) -> Result<(), StoreError> {
     let mut receipts = Vec::new();
     let mut inbound = Vec::new();
     for event in batch {
@@ -89,8 +95,8 @@ async fn record(store: &Store, batch: &[ProviderEvent]) -> Result<(), StoreError
                 at: r.at,
             }),
             ProviderEvent::Inbound(m, _) => {
-                if let Some(m) = resolve_inbound(store, m).await? {
-                    inbound.push(m);
+                if let Some(resolved) = resolve_inbound(store, m).await? {
+                    inbound.push(resolved);
                 }
             }
         }
@@ -98,8 +104,13 @@ async fn record(store: &Store, batch: &[ProviderEvent]) -> Result<(), StoreError
     let mut tx = store.db.begin().await?;
     let changes = store.apply_receipts(&mut tx, &receipts).await?;
     let mut stored = 0u64;
-    for m in &inbound {
-        stored += u64::from(store.insert_inbound(&mut tx, m).await?);
+    for (m, app) in &inbound {
+        // A duplicate delivery (same provider message id) is ignored entirely, so a
+        // redelivered STOP cannot trigger a second confirmation.
+        if store.insert_inbound(&mut tx, m).await? {
+            stored += 1;
+            crate::keywords::handle(store, &mut tx, app, m, max_attempts).await?;
+        }
     }
     tx.commit().await?;
     crate::count_changes(&changes);
@@ -110,16 +121,13 @@ async fn record(store: &Store, batch: &[ProviderEvent]) -> Result<(), StoreError
 async fn resolve_inbound(
     store: &Store,
     m: &InboundEvent,
-) -> Result<Option<InboundMessage>, StoreError> {
-    let (tenant_id, app_id) = match &m.app_id {
-        Some(app) => {
-            let app = apps::get_any_tenant(&store.db, app).await?;
-            (app.tenant_id, app.id)
-        }
+) -> Result<Option<(InboundMessage, App)>, StoreError> {
+    let app = match &m.app_id {
+        Some(app) => apps::get_any_tenant(&store.db, app).await?,
         None => {
-            let candidates = apps::find_by_sender(&store.db, None::<&TenantId>, &m.to).await?;
-            match candidates.as_slice() {
-                [app] => (app.tenant_id.clone(), app.id.clone()),
+            let mut candidates = apps::find_by_sender(&store.db, None::<&TenantId>, &m.to).await?;
+            match candidates.len() {
+                1 => candidates.remove(0),
                 _ => {
                     tracing::error!(
                         connection = %m.connection_id,
@@ -132,16 +140,19 @@ async fn resolve_inbound(
             }
         }
     };
-    Ok(Some(InboundMessage {
-        id: InboundId::new(),
-        tenant_id,
-        app_id,
-        connection_id: m.connection_id.clone(),
-        provider_message_id: m.provider_message_id.clone(),
-        from: m.from.clone(),
-        to: m.to.clone(),
-        channel: m.channel,
-        body: m.body.clone(),
-        received_at: m.at,
-    }))
+    Ok(Some((
+        InboundMessage {
+            id: InboundId::new(),
+            tenant_id: app.tenant_id.clone(),
+            app_id: app.id.clone(),
+            connection_id: m.connection_id.clone(),
+            provider_message_id: m.provider_message_id.clone(),
+            from: m.from.clone(),
+            to: m.to.clone(),
+            channel: m.channel,
+            body: m.body.clone(),
+            received_at: m.at,
+        },
+        app,
+    )))
 }

@@ -9,3 +9,4 @@ mod keys;
 mod messages;
 mod multi_instance;
 mod openapi;
+mod policy;
