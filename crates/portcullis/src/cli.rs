@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use portcullis_crypto::{KeyMode, Keyring};
-use portcullis_domain::{AppId, ConnectionId, KeyId, Role, SenderId, TenantId};
+use portcullis_domain::{AppId, ConnectionId, KeyId, Purpose, Role, SenderId, TenantId};
 use portcullis_store::{Db, Store, apps, keys, tenants};
 use serde_json::json;
 
@@ -103,6 +103,30 @@ pub enum AppsCmd {
         app: String,
         #[arg(long, value_delimiter = ',', required = true)]
         connections: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an app's allowed purposes and policy settings.
+    Update {
+        app: String,
+        /// Allow a purpose (repeatable), e.g. marketing.
+        #[arg(long = "allow-purpose")]
+        allow_purpose: Vec<String>,
+        /// Stop allowing a purpose (repeatable).
+        #[arg(long = "deny-purpose")]
+        deny_purpose: Vec<String>,
+        /// `defer` or `refuse` non-essential messages in the recipient's quiet hours.
+        #[arg(long)]
+        quiet_hours: Option<String>,
+        /// Require a consent on record for every non-essential purpose.
+        #[arg(long)]
+        consent_for_non_essential: Option<bool>,
+        /// Destination countries allowed (ISO codes, comma-separated); `any` clears the list.
+        #[arg(long)]
+        allowed_countries: Option<String>,
+        /// Pause or resume sending.
+        #[arg(long)]
+        paused: Option<bool>,
         #[arg(long)]
         json: bool,
     },
@@ -354,6 +378,68 @@ async fn apps_cmd(config: &Config, cmd: AppsCmd) -> Result<()> {
                 .context("setting the route (do the connections exist?)")?;
             emit(json, json!({ "app_id": app, "route": route }), || {
                 format!("route of {app} set")
+            });
+        }
+        AppsCmd::Update {
+            app,
+            allow_purpose,
+            deny_purpose,
+            quiet_hours,
+            consent_for_non_essential,
+            allowed_countries,
+            paused,
+            json,
+        } => {
+            let app_id = parse_app(&app)?;
+            let mut current = apps::get_any_tenant(&db, &app_id)
+                .await
+                .map_err(|_| anyhow::anyhow!("no app {app_id}"))?;
+            for p in &allow_purpose {
+                current
+                    .allowed_purposes
+                    .insert(Purpose::parse(p).map_err(|e| anyhow::anyhow!("{e}"))?);
+            }
+            for p in &deny_purpose {
+                current
+                    .allowed_purposes
+                    .remove(Purpose::parse(p).map_err(|e| anyhow::anyhow!("{e}"))?);
+            }
+            if let Some(mode) = quiet_hours {
+                if !matches!(mode.as_str(), "defer" | "refuse") {
+                    bail!("--quiet-hours must be defer or refuse");
+                }
+                current.policy.quiet_hours = mode;
+            }
+            if let Some(v) = consent_for_non_essential {
+                current.policy.consent_for_non_essential = v;
+            }
+            if let Some(list) = allowed_countries {
+                current.policy.allowed_countries = if list.trim().eq_ignore_ascii_case("any") {
+                    None
+                } else {
+                    let codes: Vec<String> = list
+                        .split(',')
+                        .map(|c| c.trim().to_ascii_uppercase())
+                        .filter(|c| !c.is_empty())
+                        .collect();
+                    if codes
+                        .iter()
+                        .any(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()))
+                    {
+                        bail!(
+                            "--allowed-countries takes ISO 3166 two-letter codes, e.g. US,CA (or `any`)"
+                        );
+                    }
+                    Some(codes)
+                };
+            }
+            if let Some(v) = paused {
+                current.policy.paused = v;
+            }
+            apps::set_allowed_purposes(&db, &app_id, &current.allowed_purposes).await?;
+            apps::set_policy(&db, &app_id, &current.policy).await?;
+            emit(json, serde_json::to_value(&current)?, || {
+                format!("updated app {app_id}")
             });
         }
         AppsCmd::Senders { app, add, json } => {

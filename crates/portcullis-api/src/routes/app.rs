@@ -27,6 +27,16 @@ pub struct AppView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PolicyView {
     pub max_body_chars: u32,
+    /// Whether every non-essential purpose needs a consent on record (marketing always does).
+    pub consent_for_non_essential: bool,
+    /// `defer` or `refuse` non-essential messages in the recipient's quiet hours.
+    pub quiet_hours: String,
+    /// ISO countries the app may send to; null: any.
+    pub allowed_countries: Option<Vec<String>>,
+    /// Sending is paused.
+    pub paused: bool,
+    /// Opt-out keywords added to the defaults.
+    pub extra_opt_out_keywords: Vec<String>,
 }
 
 /// The calling key's app.
@@ -53,6 +63,11 @@ pub async fn get(
             .collect(),
         policy: PolicyView {
             max_body_chars: app.max_body_chars,
+            consent_for_non_essential: app.policy.consent_for_non_essential,
+            quiet_hours: app.policy.quiet_hours,
+            allowed_countries: app.policy.allowed_countries,
+            paused: app.policy.paused,
+            extra_opt_out_keywords: app.policy.extra_opt_out_keywords,
         },
         created_at: rfc3339(app.created_at),
     }))
