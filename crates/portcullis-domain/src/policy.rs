@@ -223,3 +223,314 @@ pub fn decide(
 fn refuse(code: RefusalCode, reason: String) -> Decision {
     Decision::Refuse { code, reason }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quiet_hours::SendWindow;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// 16:00 in San Francisco (PDT): inside the default window.
+    const DAY: &str = "2026-07-01T23:00:00Z";
+    /// 03:00 in San Francisco: quiet hours.
+    const NIGHT: &str = "2026-07-01T10:00:00Z";
+
+    struct Case {
+        name: &'static str,
+        purpose: Purpose,
+        policy: AppPolicy,
+        standing: Standing,
+        at: &'static str,
+        expect: &'static str,
+    }
+
+    fn verdict(d: &Decision) -> String {
+        match d {
+            Decision::Allow { exempt: None } => "allow".to_owned(),
+            Decision::Allow { exempt: Some(_) } => "allow_exempt".to_owned(),
+            Decision::Defer { .. } => "defer".to_owned(),
+            Decision::Refuse { code, .. } => format!("refuse:{}", code.as_str()),
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let mut marketing_app = AppPolicy::default();
+        marketing_app.allowed_purposes.insert(Purpose::Marketing);
+        let consent_app = AppPolicy {
+            consent_for_non_essential: true,
+            ..AppPolicy::default()
+        };
+        let refusing_app = AppPolicy {
+            quiet_hours: QuietHoursMode::Refuse,
+            ..AppPolicy::default()
+        };
+        let paused = AppPolicy {
+            paused: true,
+            ..AppPolicy::default()
+        };
+        let us_only = AppPolicy {
+            allowed_countries: Some(vec!["US".into()]),
+            ..AppPolicy::default()
+        };
+        let gb_only = AppPolicy {
+            allowed_countries: Some(vec!["gb".into()]),
+            ..AppPolicy::default()
+        };
+        let suppressed = Standing {
+            suppressed: true,
+            ..Standing::default()
+        };
+        let marketing_ok = Standing {
+            marketing_consent: true,
+            ..Standing::default()
+        };
+        let suppressed_with_consent = Standing {
+            suppressed: true,
+            marketing_consent: true,
+            ..Standing::default()
+        };
+        let none = Standing::default();
+        use Purpose::*;
+        let cases = [
+            Case {
+                name: "otp by day",
+                purpose: Otp,
+                policy: AppPolicy::default(),
+                standing: none.clone(),
+                at: DAY,
+                expect: "allow",
+            },
+            Case {
+                name: "otp at night (essential: no quiet hours)",
+                purpose: Otp,
+                policy: AppPolicy::default(),
+                standing: none.clone(),
+                at: NIGHT,
+                expect: "allow",
+            },
+            Case {
+                name: "notification by day",
+                purpose: Notification,
+                policy: AppPolicy::default(),
+                standing: none.clone(),
+                at: DAY,
+                expect: "allow",
+            },
+            Case {
+                name: "notification at night defers",
+                purpose: Notification,
+                policy: AppPolicy::default(),
+                standing: none.clone(),
+                at: NIGHT,
+                expect: "defer",
+            },
+            Case {
+                name: "notification at night, app refuses",
+                purpose: Notification,
+                policy: refusing_app.clone(),
+                standing: none.clone(),
+                at: NIGHT,
+                expect: "refuse:quiet_hours",
+            },
+            Case {
+                name: "support to suppressed",
+                purpose: Support,
+                policy: AppPolicy::default(),
+                standing: suppressed.clone(),
+                at: DAY,
+                expect: "refuse:recipient_suppressed",
+            },
+            Case {
+                name: "suppression decided before quiet hours",
+                purpose: Support,
+                policy: AppPolicy::default(),
+                standing: suppressed.clone(),
+                at: NIGHT,
+                expect: "refuse:recipient_suppressed",
+            },
+            Case {
+                name: "otp to suppressed is exempt",
+                purpose: Otp,
+                policy: AppPolicy::default(),
+                standing: suppressed.clone(),
+                at: DAY,
+                expect: "allow_exempt",
+            },
+            Case {
+                name: "alert to suppressed at night",
+                purpose: Alert,
+                policy: AppPolicy::default(),
+                standing: suppressed.clone(),
+                at: NIGHT,
+                expect: "allow_exempt",
+            },
+            Case {
+                name: "marketing off by default",
+                purpose: Marketing,
+                policy: AppPolicy::default(),
+                standing: marketing_ok.clone(),
+                at: DAY,
+                expect: "refuse:purpose_not_allowed",
+            },
+            Case {
+                name: "marketing without consent",
+                purpose: Marketing,
+                policy: marketing_app.clone(),
+                standing: none.clone(),
+                at: DAY,
+                expect: "refuse:consent_required",
+            },
+            Case {
+                name: "marketing with consent",
+                purpose: Marketing,
+                policy: marketing_app.clone(),
+                standing: marketing_ok.clone(),
+                at: DAY,
+                expect: "allow",
+            },
+            Case {
+                name: "marketing with consent at night",
+                purpose: Marketing,
+                policy: marketing_app.clone(),
+                standing: marketing_ok.clone(),
+                at: NIGHT,
+                expect: "defer",
+            },
+            Case {
+                name: "opt-out beats consent",
+                purpose: Marketing,
+                policy: marketing_app.clone(),
+                standing: suppressed_with_consent,
+                at: DAY,
+                expect: "refuse:recipient_suppressed",
+            },
+            Case {
+                name: "consent required for non-essential",
+                purpose: Notification,
+                policy: consent_app.clone(),
+                standing: none.clone(),
+                at: DAY,
+                expect: "refuse:consent_required",
+            },
+            Case {
+                name: "consent required, transactional on record",
+                purpose: Notification,
+                policy: consent_app.clone(),
+                standing: Standing {
+                    transactional_consent: true,
+                    ..Standing::default()
+                },
+                at: DAY,
+                expect: "allow",
+            },
+            Case {
+                name: "consent rule spares essential",
+                purpose: Transactional,
+                policy: consent_app,
+                standing: none.clone(),
+                at: DAY,
+                expect: "allow",
+            },
+            Case {
+                name: "paused refuses even otp",
+                purpose: Otp,
+                policy: paused,
+                standing: none.clone(),
+                at: DAY,
+                expect: "refuse:sending_paused",
+            },
+            Case {
+                name: "country allowed",
+                purpose: Otp,
+                policy: us_only,
+                standing: none.clone(),
+                at: DAY,
+                expect: "allow",
+            },
+            Case {
+                name: "country not allowed",
+                purpose: Otp,
+                policy: gb_only,
+                standing: none,
+                at: DAY,
+                expect: "refuse:destination_not_allowed",
+            },
+        ];
+        let to = E164::parse("+14155550100").unwrap();
+        let rules = QuietRules::builtin();
+        for c in cases {
+            let msg = Outgoing {
+                purpose: c.purpose,
+                channel: Channel::Sms,
+                to: &to,
+                send_at: None,
+            };
+            let d = decide(&msg, &c.policy, &c.standing, rules, ts(c.at));
+            assert_eq!(verdict(&d), c.expect, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn deferral_is_to_the_window_start_and_reasons_never_hold_the_number() {
+        let to = E164::parse("+14155550100").unwrap();
+        let msg = Outgoing {
+            purpose: Purpose::Notification,
+            channel: Channel::Sms,
+            to: &to,
+            send_at: None,
+        };
+        let d = decide(
+            &msg,
+            &AppPolicy::default(),
+            &Standing::default(),
+            QuietRules::builtin(),
+            ts(NIGHT),
+        );
+        let Decision::Defer { until, reason } = d else {
+            panic!("{d:?}")
+        };
+        // 08:00 PDT on 2026-07-01 is 15:00 UTC.
+        assert_eq!(until, ts("2026-07-01T15:00:00Z"));
+        assert!(!reason.contains("4155550100"), "{reason}");
+        // A custom window moves the deferral with it.
+        let late = QuietRules::with_default(SendWindow {
+            start: jiff::civil::time(10, 0, 0, 0),
+            end: jiff::civil::time(18, 0, 0, 0),
+        });
+        let d = decide(
+            &msg,
+            &AppPolicy::default(),
+            &Standing::default(),
+            &late,
+            ts(NIGHT),
+        );
+        assert!(
+            matches!(d, Decision::Defer { until, .. } if until == ts("2026-07-01T17:00:00Z")),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_requested_send_time_inside_the_window_is_kept() {
+        let to = E164::parse("+14155550100").unwrap();
+        // Asked at night for 17:00 local the next day: allowed as requested.
+        let msg = Outgoing {
+            purpose: Purpose::Notification,
+            channel: Channel::Sms,
+            to: &to,
+            send_at: Some(ts("2026-07-02T00:00:00Z")),
+        };
+        let d = decide(
+            &msg,
+            &AppPolicy::default(),
+            &Standing::default(),
+            QuietRules::builtin(),
+            ts(NIGHT),
+        );
+        assert_eq!(d, Decision::Allow { exempt: None });
+    }
+}
