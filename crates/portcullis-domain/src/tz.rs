@@ -115,11 +115,16 @@ mod tests {
             upstream.get("1306").map(|z| z.to_vec()),
             Some(vec!["America/Winnipeg"])
         );
-        // The overrides replace 25 entries (21 from upstream, 4 project fixes), add none.
+        // The overrides replace 25 entries (21 from upstream, 4 project fixes) and add 56
+        // NANP area codes opened since.
         let overrides = parse_map(OVERRIDES_DATA);
-        assert_eq!(overrides.len(), 25);
-        assert!(overrides.keys().all(|k| upstream.contains_key(k)));
-        assert_eq!(MAP.len(), 3182);
+        assert_eq!(overrides.len(), 81);
+        let added = overrides
+            .keys()
+            .filter(|k| !upstream.contains_key(*k))
+            .count();
+        assert_eq!(added, 56);
+        assert_eq!(MAP.len(), 3182 + 56);
         assert_eq!(MAP.get("1").map(|z| z.len()), Some(42));
         assert_eq!(
             MAP.get("1306").map(|z| z.to_vec()),
