@@ -98,3 +98,39 @@ pub async fn sweep(db: &crate::Db, now: i64) -> Result<u64, StoreError> {
     .map(|r| r.rows_affected()))?;
     Ok(res)
 }
+
+/// What is stored under a key, if it is still remembered: the fast path for a retried
+/// request, answered before any other work (including the policy guard, whose verdict may
+/// have changed since the first response).
+pub async fn lookup(
+    db: &crate::Db,
+    app: &AppId,
+    key: &str,
+    request_hash: &[u8; 32],
+    now: i64,
+) -> Result<Option<IdempotencyClaim>, StoreError> {
+    let row: Option<(Vec<u8>, i64, String, i64)> = crate::on_pool!(db.read(), |p| sqlx::query_as(
+        "SELECT request_hash, status_code, response, created_at FROM idempotency_keys \
+         WHERE app_id = $1 AND idem_key = $2"
+    )
+    .bind(app.as_str())
+    .bind(key)
+    .fetch_optional(p)
+    .await)?;
+    let Some((hash, code, response, created_at)) = row else {
+        return Ok(None);
+    };
+    if created_at + RETENTION_MS <= now {
+        return Ok(None);
+    }
+    Ok(Some(
+        if portcullis_crypto::constant_time_eq(&hash, request_hash) {
+            IdempotencyClaim::Replay {
+                status_code: u16::try_from(code).map_err(StoreError::corrupt)?,
+                response,
+            }
+        } else {
+            IdempotencyClaim::Mismatch
+        },
+    ))
+}

@@ -11,6 +11,7 @@ use portcullis_domain::{
     Channel, E164, MessageBody, MessageId, MessageStatus, Purpose, encoding::segment_info,
 };
 use portcullis_pipeline::{AcceptOutcome, AcceptRequest, IdempotencyInput};
+use portcullis_store::idempotency::{self, IdempotencyClaim};
 use portcullis_store::messages::{HistoryEntry, MessageFilter, MessageRecord, NewMessage};
 use portcullis_store::{apps, now_ms};
 use serde::{Deserialize, Serialize};
@@ -189,6 +190,20 @@ pub async fn send(
 ) -> Result<Response, ApiError> {
     let idempotency_key = idempotency_key(&headers)?;
     let req: SendMessage = parse_json(&headers, &raw)?;
+    // Two requests are "the same" when their bodies are byte-for-byte equal.
+    let request_hash = portcullis_crypto::sha256(&raw);
+    if let Some(key) = &idempotency_key {
+        match idempotency::lookup(&state.store.db, &auth.app_id, key, &request_hash, now_ms())
+            .await?
+        {
+            Some(IdempotencyClaim::Replay {
+                status_code,
+                response,
+            }) => return Ok(replay(status_code, response)),
+            Some(IdempotencyClaim::Mismatch) => return Err(key_reused()),
+            _ => {}
+        }
+    }
     let app = apps::get(&state.store.db, &auth.tenant_id, &auth.app_id).await?;
 
     let to = E164::parse(&req.to).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
@@ -341,11 +356,7 @@ pub async fn send(
     };
     let response =
         serde_json::to_string(&MessageView::from_new(&message)).map_err(ApiError::internal)?;
-    let idempotency = idempotency_key.map(|key| IdempotencyInput {
-        key,
-        // Two requests are "the same" when their bodies are byte-for-byte equal.
-        request_hash: portcullis_crypto::sha256(&raw),
-    });
+    let idempotency = idempotency_key.map(|key| IdempotencyInput { key, request_hash });
     let outcome = state
         .pipeline
         .accept(AcceptRequest {
@@ -360,16 +371,24 @@ pub async fn send(
         AcceptOutcome::Replay {
             status_code,
             response,
-        } => Ok(json_response(
-            StatusCode::from_u16(status_code).unwrap_or(StatusCode::ACCEPTED),
-            response,
-            true,
-        )),
-        AcceptOutcome::IdempotencyKeyReused => Err(ApiError::conflict(
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used with a different request",
-        )),
+        } => Ok(replay(status_code, response)),
+        AcceptOutcome::IdempotencyKeyReused => Err(key_reused()),
     }
+}
+
+fn replay(status_code: u16, response: String) -> Response {
+    json_response(
+        StatusCode::from_u16(status_code).unwrap_or(StatusCode::ACCEPTED),
+        response,
+        true,
+    )
+}
+
+fn key_reused() -> ApiError {
+    ApiError::conflict(
+        "idempotency_key_reused",
+        "this Idempotency-Key was already used with a different request",
+    )
 }
 
 fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {

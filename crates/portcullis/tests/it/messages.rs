@@ -193,6 +193,39 @@ async fn idempotency_key_semantics(backend: Backend) {
     .await;
     assert_eq!(s3, 409);
     assert_eq!(conflict["code"], "idempotency_key_reused");
+    // A replay answers the first response even when the guard would now refuse.
+    let notify = json!({"to": "+14155550166", "body": "parcel", "purpose": "otp"});
+    let (s_a, first_a) = send("before-stop", notify.clone()).await;
+    assert_eq!(s_a, 202);
+    let app_policy = portcullis_store::apps::get_any_tenant(
+        &app.server.as_ref().unwrap().store.db,
+        &portcullis_domain::AppId::parse(&app.app_id).unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut paused = app_policy.policy.clone();
+    paused.paused = true;
+    portcullis_store::apps::set_policy(
+        &app.server.as_ref().unwrap().store.db,
+        &app_policy.id,
+        &paused,
+    )
+    .await
+    .unwrap();
+    let (s_b, replayed) = send("before-stop", notify.clone()).await;
+    assert_eq!((s_b, &replayed), (202, &first_a));
+    let (s_c, refused) = send("after-pause", notify).await;
+    assert_eq!(
+        (s_c, refused["code"].as_str()),
+        (422, Some("sending_paused"))
+    );
+    portcullis_store::apps::set_policy(
+        &app.server.as_ref().unwrap().store.db,
+        &app_policy.id,
+        &app_policy.policy,
+    )
+    .await
+    .unwrap();
     // A request that fails validation is not remembered under its key.
     let (s4, _) = send(
         "fresh-key",
@@ -221,7 +254,7 @@ async fn idempotency_key_semantics(backend: Backend) {
     }
     assert_eq!(ids.len(), 1);
     let (_, list) = app.get("/v1/messages?limit=100", &app.admin_key).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 3);
+    assert_eq!(list["data"].as_array().unwrap().len(), 4);
     app.stop().await;
 }
 
