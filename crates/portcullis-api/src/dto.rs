@@ -107,3 +107,22 @@ pub struct ErrorResponse {
     /// The request's id, also in the `X-Request-Id` header.
     pub request_id: String,
 }
+
+/// A resource id from the path. Anything that does not decode to text is simply not an id
+/// of ours, so it answers 404 exactly like an unknown id (never 400, which would tell a
+/// prober something different).
+pub struct IdPath(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| IdPath(id))
+            .map_err(|_| ApiError::not_found())
+    }
+}

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use portcullis_queue::NewJob;
-use portcullis_store::idempotency::{self, IdempotencyClaim};
+use portcullis_store::idempotency::IdempotencyClaim;
 use portcullis_store::messages::NewMessage;
 use portcullis_store::policy::NewPolicyEvent;
 use portcullis_store::{Store, StoreError, now_ms};
@@ -186,16 +186,18 @@ impl Committer {
             };
             let outcome = match &req.idempotency {
                 None => AcceptOutcome::Accepted,
-                Some(idem) => match idempotency::claim(
-                    &mut tx,
-                    &req.message.app_id,
-                    &idem.key,
-                    &idem.request_hash,
-                    202,
-                    &req.response,
-                    now,
-                )
-                .await?
+                Some(idem) => match self
+                    .store
+                    .claim_idempotency_key(
+                        &mut tx,
+                        &req.message.app_id,
+                        &idem.key,
+                        &idem.request_hash,
+                        202,
+                        &req.response,
+                        now,
+                    )
+                    .await?
                 {
                     IdempotencyClaim::Fresh => AcceptOutcome::Accepted,
                     IdempotencyClaim::Replay {

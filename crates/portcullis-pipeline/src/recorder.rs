@@ -131,7 +131,7 @@ async fn resolve_inbound(
                 _ => {
                     tracing::error!(
                         connection = %m.connection_id,
-                        to = %m.to,
+                        to = %portcullis_domain::mask_phone(&m.to),
                         matches = candidates.len(),
                         "inbound message does not name exactly one app's sender; not stored"
                     );

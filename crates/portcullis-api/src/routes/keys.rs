@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use portcullis_crypto::{KeyMode, NewApiKey};
 use portcullis_domain::{KeyId, Role};
@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::{Admin, Auth};
-use crate::dto::{List, parse_json, rfc3339, rfc3339_opt};
+use crate::dto::{IdPath, List, parse_json, rfc3339, rfc3339_opt};
 use crate::error::ApiError;
 
 const MAX_GRACE_SECONDS: u32 = 86_400;
@@ -171,7 +171,7 @@ pub async fn list(
 pub async fn rotate(
     State(state): State<AppState>,
     auth: Auth<Admin>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
@@ -209,7 +209,7 @@ pub async fn rotate(
 pub async fn revoke(
     State(state): State<AppState>,
     auth: Auth<Admin>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
 ) -> Result<Json<KeyView>, ApiError> {
     let id = KeyId::parse(&id).map_err(|_| ApiError::not_found())?;
     let record = keys::revoke(&state.store.db, &auth.app_id, &id).await?;

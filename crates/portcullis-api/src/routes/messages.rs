@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use portcullis_domain::policy::{Decision, Outgoing, Standing, decide};
@@ -11,7 +11,7 @@ use portcullis_domain::{
     Channel, E164, MessageBody, MessageId, MessageStatus, Purpose, encoding::segment_info,
 };
 use portcullis_pipeline::{AcceptOutcome, AcceptRequest, IdempotencyInput};
-use portcullis_store::idempotency::{self, IdempotencyClaim};
+use portcullis_store::idempotency::IdempotencyClaim;
 use portcullis_store::messages::{HistoryEntry, MessageFilter, MessageRecord, NewMessage};
 use portcullis_store::{apps, now_ms};
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::{Auth, Reader, Sender};
-use crate::dto::{List, PageParams, parse_json, rfc3339, rfc3339_opt};
+use crate::dto::{IdPath, List, PageParams, parse_json, rfc3339, rfc3339_opt};
 use crate::error::ApiError;
 
 /// How far ahead a message may be scheduled.
@@ -191,9 +191,11 @@ pub async fn send(
     let idempotency_key = idempotency_key(&headers)?;
     let req: SendMessage = parse_json(&headers, &raw)?;
     // Two requests are "the same" when their bodies are byte-for-byte equal.
-    let request_hash = portcullis_crypto::sha256(&raw);
+    let request_hash = state.store.request_fingerprint(&raw);
     if let Some(key) = &idempotency_key {
-        match idempotency::lookup(&state.store.db, &auth.app_id, key, &request_hash, now_ms())
+        match state
+            .store
+            .lookup_idempotency_key(&auth.app_id, key, &request_hash, now_ms())
             .await?
         {
             Some(IdempotencyClaim::Replay {
@@ -486,7 +488,7 @@ fn check_metadata(m: Option<serde_json::Value>) -> Result<Option<serde_json::Val
 pub async fn get(
     State(state): State<AppState>,
     auth: Auth<Reader>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
 ) -> Result<Json<MessageView>, ApiError> {
     let id = MessageId::parse(&id).map_err(|_| ApiError::not_found())?;
     let msg = state.store.get_message(&auth.app_id, &id).await?;
@@ -571,7 +573,7 @@ pub async fn list(
 pub async fn cancel(
     State(state): State<AppState>,
     auth: Auth<Sender>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
 ) -> Result<Json<MessageView>, ApiError> {
     let id = MessageId::parse(&id).map_err(|_| ApiError::not_found())?;
     let msg = state

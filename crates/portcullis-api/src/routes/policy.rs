@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use portcullis_domain::{Channel, ConsentId, E164, MessageId, SuppressionId};
 use portcullis_store::policy::{
@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::{Admin, Auth};
-use crate::dto::{List, PageParams, parse_json, rfc3339};
+use crate::dto::{IdPath, List, PageParams, parse_json, rfc3339};
 use crate::error::ApiError;
 
 const MAX_TEXT: usize = 2000;
@@ -170,7 +170,7 @@ pub async fn list_suppressions(
 pub async fn delete_suppression(
     State(state): State<AppState>,
     auth: Auth<Admin>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     let id = SuppressionId::parse(&id).map_err(|_| ApiError::not_found())?;
     state.store.delete_suppression(&auth.app_id, &id).await?;
@@ -321,7 +321,7 @@ pub async fn list_consents(
 pub async fn delete_consent(
     State(state): State<AppState>,
     auth: Auth<Admin>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     let id = ConsentId::parse(&id).map_err(|_| ApiError::not_found())?;
     state.store.revoke_consent(&auth.app_id, &id).await?;

@@ -1,5 +1,6 @@
 //! Test harness: start the gateway on port 0 against a fresh database and talk to it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use portcullis::config::Config;
@@ -235,6 +236,60 @@ impl TestApp {
         )
     }
 
+    /// Creates another app in the bootstrap app's own tenant, with the same sender
+    /// (`+14155550199`) and an admin key (directly in the store). Returns
+    /// `(tenant_id, app_id, admin_key)`; the tenant is [`TestApp::tenant_id`].
+    pub async fn other_app_same_tenant(&self) -> (String, String, String) {
+        let db = &self.server.as_ref().expect("running").store.db;
+        let tenant = portcullis_domain::TenantId::parse(&self.tenant_id).expect("tenant id");
+        let a = portcullis_store::apps::create(db, &tenant, "sibling")
+            .await
+            .expect("app");
+        portcullis_store::apps::set_senders(db, &a.id, &["+14155550199".to_owned()])
+            .await
+            .expect("senders");
+        let (_, new) = portcullis_store::keys::create(
+            db,
+            &tenant,
+            &a.id,
+            portcullis_domain::Role::Admin,
+            portcullis_crypto::KeyMode::Live,
+            None,
+        )
+        .await
+        .expect("key");
+        (
+            self.tenant_id.clone(),
+            a.id.to_string(),
+            new.plaintext.expose().clone(),
+        )
+    }
+
+    /// The id (`key_…`) of `key`, looked up in its own app's key listing (`key` must be an
+    /// admin key).
+    pub async fn key_id_of(&self, key: &str) -> String {
+        let (status, list) = self.get("/v1/keys", key).await;
+        assert_eq!(status, 200, "{list}");
+        list["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|k| k["prefix"] == key[..13])
+            .and_then(|k| k["id"].as_str())
+            .expect("the key is listed in its own app")
+            .to_owned()
+    }
+
+    /// The database URL the server was started with.
+    pub fn database_url(&self) -> String {
+        self.config.database_url()
+    }
+
+    /// The SQLite database file (`data_dir/portcullis.db`); meaningless on PostgreSQL.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.config.data_dir.join("portcullis.db")
+    }
+
     /// Creates a key of `role` on the bootstrap app through the API.
     pub async fn key_with_role(&self, role: &str) -> String {
         let (status, json) = self
@@ -265,6 +320,43 @@ impl TestApp {
             drop_pg_database(&name).await;
         }
     }
+}
+
+/// Every row of every table of the `public` schema of the PostgreSQL database at `url`, one
+/// `row_to_json` text per line (`bytea` columns appear as `\x…` hex), each prefixed by its
+/// table name.
+pub async fn dump_pg_database(url: &str) -> String {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .expect("connect to the test database");
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("list tables");
+    assert!(!tables.is_empty(), "the test database has tables");
+    let mut out = String::new();
+    for (table,) in tables {
+        let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+        let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT row_to_json(t)::text FROM public.{quoted} t"
+        )))
+        .fetch_all(&pool)
+        .await
+        .expect("dump table");
+        for (row,) in rows {
+            out.push_str(&table);
+            out.push(' ');
+            out.push_str(&row);
+            out.push('\n');
+        }
+    }
+    pool.close().await;
+    out
 }
 
 pub async fn status_json(res: reqwest::Response) -> (u16, Value) {
@@ -303,4 +395,123 @@ async fn drop_pg_database(name: &str) {
     .execute(&pool)
     .await;
     pool.close().await;
+}
+
+/// A fresh random alphanumeric string, for canaries.
+pub fn random_alnum(n: usize) -> String {
+    portcullis_crypto::random_token("", n).expose().clone()
+}
+
+/// A random valid US number `+1415555XXXX` (XXXX in 2000..=9999: clear of the simulator's
+/// `0000`/`0001` and of the `01XX` numbers other tests use), checked with
+/// [`portcullis_domain::E164::parse`].
+pub fn canary_number() -> String {
+    loop {
+        let digits: String = random_alnum(64)
+            .chars()
+            .filter(char::is_ascii_digit)
+            .take(4)
+            .collect();
+        if digits.len() < 4 || digits.as_bytes()[0] < b'2' {
+            continue;
+        }
+        let n = format!("+1415555{digits}");
+        let parsed = portcullis_domain::E164::parse(&n).expect("canary number is valid");
+        assert_eq!(parsed.as_str(), n, "canary number is canonical");
+        return n;
+    }
+}
+
+fn hex(bytes: &[u8], upper: bool) -> String {
+    let digits: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
+    bytes
+        .iter()
+        .flat_map(|b| [digits[usize::from(b >> 4)], digits[usize::from(b & 15)]])
+        .map(char::from)
+        .collect()
+}
+
+/// Standard base64 with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The forms under which `needle` could sit in stored bytes or log text without being
+/// encrypted: itself, hex (lower and upper case), UTF-16 (both byte orders), and base64
+/// (standard and URL-safe) at each of the three alignments it can start at inside a
+/// longer encoded value. A base64 substring depends on alignment, so for each alignment
+/// only the characters encoding needle bytes alone (whole 3-byte groups inside the needle)
+/// are searched for.
+pub fn encoded_forms(needle: &[u8]) -> Vec<(String, Vec<u8>)> {
+    assert!(
+        needle.len() >= 8,
+        "needles shorter than 8 bytes match by chance"
+    );
+    let mut forms = vec![
+        ("plain".to_owned(), needle.to_vec()),
+        ("hex".to_owned(), hex(needle, false).into_bytes()),
+        ("HEX".to_owned(), hex(needle, true).into_bytes()),
+        (
+            "utf16le".to_owned(),
+            needle.iter().flat_map(|&b| [b, 0]).collect(),
+        ),
+        (
+            "utf16be".to_owned(),
+            needle.iter().flat_map(|&b| [0, b]).collect(),
+        ),
+    ];
+    for k in 0..3usize {
+        let mut shifted = vec![b'#'; k];
+        shifted.extend_from_slice(needle);
+        let encoded = base64(&shifted);
+        let first_group = k.div_ceil(3) * 3;
+        let end_group = (shifted.len() / 3) * 3;
+        let middle = &encoded[first_group / 3 * 4..end_group / 3 * 4];
+        assert!(middle.len() >= 8, "stable base64 part too short");
+        forms.push((format!("base64@{k}"), middle.as_bytes().to_vec()));
+        let url: String = middle
+            .chars()
+            .map(|c| match c {
+                '+' => '-',
+                '/' => '_',
+                c => c,
+            })
+            .collect();
+        forms.push((format!("base64url@{k}"), url.into_bytes()));
+    }
+    forms
+}
+
+/// The names of the forms of [`encoded_forms`] of `needle` found in `haystack`.
+pub fn find_encoded(haystack: &[u8], needle: &[u8]) -> Vec<String> {
+    encoded_forms(needle)
+        .into_iter()
+        .filter(|(_, form)| contains_bytes(haystack, form))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }

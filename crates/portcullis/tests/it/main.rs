@@ -4,8 +4,11 @@
 
 mod helpers;
 
+mod at_rest;
 mod auth;
+mod isolation;
 mod keys;
+mod logs;
 mod messages;
 mod multi_instance;
 mod openapi;
