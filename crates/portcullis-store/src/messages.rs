@@ -9,6 +9,8 @@ use portcullis_domain::{
     AppId, Channel, ConnectionId, E164, Encoding, KeyId, MessageId, MessageStatus, Purpose,
     TenantId,
 };
+use std::collections::HashMap;
+
 use serde::Serialize;
 use sqlx::QueryBuilder;
 
@@ -419,6 +421,9 @@ impl Store {
 
     /// Records what the provider said about each send attempt. Returns the status changes
     /// made, for metrics and events.
+    ///
+    /// One statement per kind of outcome, not per message: at thousands of messages a second
+    /// the statement round trips through the single SQLite writer are what limit throughput.
     pub async fn record_outcomes(
         &self,
         tx: &mut Tx,
@@ -427,6 +432,21 @@ impl Store {
     ) -> Result<Vec<StatusChange>, StoreError> {
         let mut changes = Vec::with_capacity(outcomes.len());
         let mut events = Vec::with_capacity(outcomes.len());
+        let mut sent = Vec::new();
+        let mut retried = Vec::new();
+        let mut failed = Vec::new();
+        let mut expired = Vec::new();
+        let entry = |status,
+                     connection_id: Option<&ConnectionId>,
+                     pid: Option<&String>,
+                     detail: Option<String>| HistoryEntry {
+            status,
+            at: now,
+            connection_id: connection_id.map(|c| c.as_str().to_owned()),
+            provider_message_id: pid.cloned(),
+            part: None,
+            detail,
+        };
         for o in outcomes {
             match o {
                 SendOutcome::Sent {
@@ -434,28 +454,19 @@ impl Store {
                     connection_id,
                     provider_message_id,
                 } => {
-                    on_tx!(&mut *tx, |c| sqlx::query(
-                        "UPDATE messages SET status = 'sent', connection_id = $1, \
-                         provider_message_id = $2, error_code = NULL, updated_at = $3 \
-                         WHERE id = $4 AND status = 'sending'"
-                    )
-                    .bind(connection_id.as_str())
-                    .bind(provider_message_id)
-                    .bind(now)
-                    .bind(id.as_str())
-                    .execute(c)
-                    .await
-                    .map(|r| r.rows_affected()))?;
+                    sent.push((
+                        id.as_str(),
+                        connection_id.as_str(),
+                        provider_message_id.as_str(),
+                    ));
                     events.push((
                         id.clone(),
-                        HistoryEntry {
-                            status: MessageStatus::Sent,
-                            at: now,
-                            connection_id: Some(connection_id.as_str().to_owned()),
-                            provider_message_id: Some(provider_message_id.clone()),
-                            part: None,
-                            detail: None,
-                        },
+                        entry(
+                            MessageStatus::Sent,
+                            Some(connection_id),
+                            Some(provider_message_id),
+                            None,
+                        ),
                     ));
                     changes.push(StatusChange {
                         id: id.clone(),
@@ -468,57 +479,16 @@ impl Store {
                     connection_id,
                     detail,
                 } => {
-                    on_tx!(&mut *tx, |c| sqlx::query(
-                        "UPDATE messages SET status = 'queued', updated_at = $1 \
-                         WHERE id = $2 AND status = 'sending'"
-                    )
-                    .bind(now)
-                    .bind(id.as_str())
-                    .execute(c)
-                    .await
-                    .map(|r| r.rows_affected()))?;
+                    retried.push(id.as_str());
                     events.push((
                         id.clone(),
-                        HistoryEntry {
-                            status: MessageStatus::Queued,
-                            at: now,
-                            connection_id: connection_id.as_ref().map(|c| c.as_str().to_owned()),
-                            provider_message_id: None,
-                            part: None,
-                            detail: Some(detail.clone()),
-                        },
+                        entry(
+                            MessageStatus::Queued,
+                            connection_id.as_ref(),
+                            None,
+                            Some(detail.clone()),
+                        ),
                     ));
-                }
-                SendOutcome::Expired { id } => {
-                    on_tx!(&mut *tx, |c| {
-                        sqlx::query(
-                        "UPDATE messages SET status = 'expired', error_code = 'validity_expired', updated_at = $1 \
-                         WHERE id = $2 AND status IN ('sending', 'queued', 'scheduled')"
-                    )
-                    .bind(now)
-                    .bind(id.as_str())
-                    .execute(c)
-                    .await
-                    .map(|r| r.rows_affected())
-                    })?;
-                    events.push((
-                        id.clone(),
-                        HistoryEntry {
-                            status: MessageStatus::Expired,
-                            at: now,
-                            connection_id: None,
-                            provider_message_id: None,
-                            part: None,
-                            detail: Some(
-                                "validity period ended before the message could be sent".to_owned(),
-                            ),
-                        },
-                    ));
-                    changes.push(StatusChange {
-                        id: id.clone(),
-                        status: MessageStatus::Expired,
-                        connection_id: None,
-                    });
                 }
                 SendOutcome::Failed {
                     id,
@@ -526,29 +496,19 @@ impl Store {
                     code,
                     detail,
                 } => {
-                    on_tx!(&mut *tx, |c| {
-                        sqlx::query(
-                        "UPDATE messages SET status = 'failed', connection_id = COALESCE($1, connection_id), \
-                         error_code = $2, updated_at = $3 WHERE id = $4 AND status IN ('sending', 'queued', 'scheduled')"
-                    )
-                    .bind(connection_id.as_ref().map(|c| c.as_str()))
-                    .bind(code)
-                    .bind(now)
-                    .bind(id.as_str())
-                    .execute(c)
-    .await
-    .map(|r| r.rows_affected())
-                    })?;
+                    failed.push((
+                        id.as_str(),
+                        connection_id.as_ref().map(|c| c.as_str()),
+                        code.as_str(),
+                    ));
                     events.push((
                         id.clone(),
-                        HistoryEntry {
-                            status: MessageStatus::Failed,
-                            at: now,
-                            connection_id: connection_id.as_ref().map(|c| c.as_str().to_owned()),
-                            provider_message_id: None,
-                            part: None,
-                            detail: Some(detail.clone()),
-                        },
+                        entry(
+                            MessageStatus::Failed,
+                            connection_id.as_ref(),
+                            None,
+                            Some(detail.clone()),
+                        ),
                     ));
                     changes.push(StatusChange {
                         id: id.clone(),
@@ -556,11 +516,67 @@ impl Store {
                         connection_id: connection_id.clone(),
                     });
                 }
+                SendOutcome::Expired { id } => {
+                    expired.push(id.as_str());
+                    events.push((
+                        id.clone(),
+                        entry(
+                            MessageStatus::Expired,
+                            None,
+                            None,
+                            Some(
+                                "validity period ended before the message could be sent".to_owned(),
+                            ),
+                        ),
+                    ));
+                    changes.push(StatusChange {
+                        id: id.clone(),
+                        status: MessageStatus::Expired,
+                        connection_id: None,
+                    });
+                }
             }
         }
+        for chunk in sent.chunks(300) {
+            on_tx!(&mut *tx, |c| {
+                let mut qb = QueryBuilder::new(
+                    "UPDATE messages SET status = 'sent', error_code = NULL, updated_at = ",
+                );
+                qb.push_bind(now);
+                qb.push(", connection_id = v.column2, provider_message_id = v.column3 FROM (");
+                qb.push_values(chunk, |mut b, (id, conn, pid)| {
+                    b.push_bind(*id).push_bind(*conn).push_bind(*pid);
+                });
+                qb.push(") AS v WHERE messages.id = v.column1 AND messages.status = 'sending'");
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        for chunk in failed.chunks(300) {
+            on_tx!(&mut *tx, |c| {
+                let mut qb =
+                    QueryBuilder::new("UPDATE messages SET status = 'failed', updated_at = ");
+                qb.push_bind(now);
+                qb.push(", connection_id = COALESCE(v.column2, messages.connection_id), error_code = v.column3 FROM (");
+                qb.push_values(chunk, |mut b, (id, conn, code)| {
+                    b.push_bind(*id).push_bind(*conn).push_bind(*code);
+                });
+                qb.push(") AS v WHERE messages.id = v.column1 AND messages.status IN ('sending', 'queued', 'scheduled')");
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        set_status_where(tx, "queued", None, &retried, now, "status = 'sending'").await?;
+        set_status_where(
+            tx,
+            "expired",
+            Some("validity_expired"),
+            &expired,
+            now,
+            "status IN ('sending', 'queued', 'scheduled')",
+        )
+        .await?;
         insert_events(tx, &events).await?;
         // A receipt can overtake the submit response; any that did are waiting.
-        let sent: Vec<_> = outcomes
+        let sent_refs: Vec<_> = outcomes
             .iter()
             .filter_map(|o| match o {
                 SendOutcome::Sent {
@@ -571,8 +587,8 @@ impl Store {
                 _ => None,
             })
             .collect();
-        if !sent.is_empty() {
-            changes.extend(self.reapply_unmatched(tx, &sent).await?);
+        if !sent_refs.is_empty() {
+            changes.extend(self.reapply_unmatched(tx, &sent_refs).await?);
         }
         Ok(changes)
     }
@@ -649,55 +665,66 @@ impl Store {
 
     /// Applies delivery receipts. A receipt whose message cannot be found (yet) is kept in
     /// `unmatched_receipts`, never dropped. Returns the status changes made.
+    ///
+    /// Batched like [`Store::record_outcomes`]: one lookup per connection, one update per
+    /// resulting status, whatever the number of receipts.
     pub async fn apply_receipts(
         &self,
         tx: &mut Tx,
         receipts: &[Receipt],
     ) -> Result<Vec<StatusChange>, StoreError> {
+        if receipts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut by_connection: HashMap<&str, Vec<&str>> = HashMap::new();
+        for r in receipts {
+            by_connection
+                .entry(r.connection_id.as_str())
+                .or_default()
+                .push(r.provider_message_id.as_str());
+        }
+        // (connection, provider id) → (message id, status as the batch moves it along)
+        let mut current: HashMap<(String, String), (String, MessageStatus)> = HashMap::new();
+        for (conn, pids) in &by_connection {
+            for chunk in pids.chunks(500) {
+                let rows: Vec<(String, String, String)> = on_tx!(&mut *tx, |c| {
+                    let mut qb = QueryBuilder::new(
+                        "SELECT id, status, provider_message_id FROM messages WHERE connection_id = ",
+                    );
+                    qb.push_bind(*conn).push(" AND provider_message_id IN (");
+                    let mut sep = qb.separated(", ");
+                    for pid in chunk {
+                        sep.push_bind(*pid);
+                    }
+                    qb.push(")");
+                    qb.build_query_as().fetch_all(c).await
+                })?;
+                for (id, status, pid) in rows {
+                    let status = MessageStatus::parse(&status).map_err(StoreError::corrupt)?;
+                    current.insert(((*conn).to_owned(), pid), (id, status));
+                }
+            }
+        }
+        let now = now_ms();
         let mut changes = Vec::new();
         let mut events = Vec::new();
+        let mut unmatched = Vec::new();
+        let mut final_status: HashMap<String, MessageStatus> = HashMap::new();
         for r in receipts {
-            let found: Option<(String, String)> = on_tx!(&mut *tx, |c| {
-                sqlx::query_as(
-                "SELECT id, status FROM messages WHERE connection_id = $1 AND provider_message_id = $2"
-            )
-            .bind(r.connection_id.as_str())
-            .bind(&r.provider_message_id)
-            .fetch_optional(c)
-            .await
-            })?;
-            let Some((id, status)) = found else {
-                on_tx!(&mut *tx, |c| {
-                    sqlx::query(
-                    "INSERT INTO unmatched_receipts (id, connection_id, provider_message_id, status, detail, received_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)"
-                )
-                .bind(portcullis_domain::EventId::new().as_str())
-                .bind(r.connection_id.as_str())
-                .bind(&r.provider_message_id)
-                .bind(r.status.as_str())
-                .bind(r.detail.as_deref())
-                .bind(r.at)
-                .execute(c)
-    .await
-    .map(|r| r.rows_affected())
-                })?;
+            let key = (
+                r.connection_id.as_str().to_owned(),
+                r.provider_message_id.clone(),
+            );
+            let Some((id, status)) = current.get_mut(&key) else {
+                unmatched.push(r);
                 continue;
             };
-            let current = MessageStatus::parse(&status).map_err(StoreError::corrupt)?;
-            let id = MessageId::from_trusted(id);
-            if current.can_transition_to(r.status) {
-                on_tx!(&mut *tx, |c| sqlx::query(
-                    "UPDATE messages SET status = $1, updated_at = $2 WHERE id = $3"
-                )
-                .bind(r.status.as_str())
-                .bind(r.at)
-                .bind(id.as_str())
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected()))?;
+            let message_id = MessageId::from_trusted(id.clone());
+            if status.can_transition_to(r.status) {
+                *status = r.status;
+                final_status.insert(id.clone(), r.status);
                 changes.push(StatusChange {
-                    id: id.clone(),
+                    id: message_id.clone(),
                     status: r.status,
                     connection_id: Some(r.connection_id.clone()),
                 });
@@ -705,7 +732,7 @@ impl Store {
             // Recorded even when it changes nothing (a late or repeated receipt), so the
             // history shows everything the provider said.
             events.push((
-                id,
+                message_id,
                 HistoryEntry {
                     status: r.status,
                     at: r.at,
@@ -715,6 +742,39 @@ impl Store {
                     detail: r.detail.clone(),
                 },
             ));
+        }
+        let mut by_status: HashMap<MessageStatus, Vec<&str>> = HashMap::new();
+        for (id, status) in &final_status {
+            by_status.entry(*status).or_default().push(id.as_str());
+        }
+        for (status, ids) in by_status {
+            // Receipts move a message on from `sending`/`sent` only; another writer (a
+            // second instance) that already settled it wins.
+            set_status_where(
+                tx,
+                status.as_str(),
+                None,
+                &ids,
+                now,
+                "status IN ('sending', 'sent')",
+            )
+            .await?;
+        }
+        for chunk in unmatched.chunks(300) {
+            on_tx!(&mut *tx, |c| {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO unmatched_receipts (id, connection_id, provider_message_id, status, detail, received_at) ",
+                );
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(portcullis_domain::EventId::new().as_str().to_owned())
+                        .push_bind(r.connection_id.as_str())
+                        .push_bind(r.provider_message_id.as_str())
+                        .push_bind(r.status.as_str())
+                        .push_bind(r.detail.as_deref())
+                        .push_bind(r.at);
+                });
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
         }
         insert_events(tx, &events).await?;
         Ok(changes)
@@ -801,6 +861,35 @@ pub struct Receipt {
     pub status: MessageStatus,
     pub detail: Option<String>,
     pub at: i64,
+}
+
+/// Sets `status` (and optionally `error_code`) on the listed messages still in a state
+/// `guard` allows, in one statement per chunk.
+async fn set_status_where(
+    tx: &mut Tx,
+    status: &'static str,
+    error_code: Option<&'static str>,
+    ids: &[&str],
+    now: i64,
+    guard: &'static str,
+) -> Result<(), StoreError> {
+    for chunk in ids.chunks(500) {
+        on_tx!(&mut *tx, |c| {
+            let mut qb = QueryBuilder::new("UPDATE messages SET status = ");
+            qb.push_bind(status).push(", updated_at = ").push_bind(now);
+            if let Some(code) = error_code {
+                qb.push(", error_code = ").push_bind(code);
+            }
+            qb.push(" WHERE ").push(guard).push(" AND id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            qb.build().execute(c).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
 }
 
 async fn insert_events(
