@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use portcullis_queue::NewJob;
 use portcullis_store::idempotency::IdempotencyClaim;
-use portcullis_store::messages::NewMessage;
+use portcullis_store::messages::SealedMessage;
 use portcullis_store::policy::NewPolicyEvent;
 use portcullis_store::{Store, StoreError, now_ms};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -32,7 +32,8 @@ pub struct IdempotencyInput {
 /// idempotency key so a replay answers the same).
 #[derive(Debug)]
 pub struct AcceptRequest {
-    pub message: NewMessage,
+    /// Sealed by the caller ([`portcullis_store::Store::seal_message`]).
+    pub message: SealedMessage,
     pub idempotency: Option<IdempotencyInput>,
     pub response: String,
     /// Guard decisions about this message (a deferral, an exemption), recorded with it.
@@ -190,7 +191,7 @@ impl Committer {
                     .store
                     .claim_idempotency_key(
                         &mut tx,
-                        &req.message.app_id,
+                        &req.message.message.app_id,
                         &idem.key,
                         &idem.request_hash,
                         202,
@@ -219,10 +220,10 @@ impl Committer {
         self.store.insert_messages(&mut tx, &accepted).await?;
         let jobs: Vec<NewJob> = accepted
             .iter()
-            .map(|m| NewJob {
+            .map(|s| NewJob {
                 queue: SEND_QUEUE,
-                payload: m.id.as_str().to_owned(),
-                run_at: m.send_at.unwrap_or(m.created_at),
+                payload: s.message.id.as_str().to_owned(),
+                run_at: s.message.send_at.unwrap_or(s.message.created_at),
                 max_attempts: self.max_attempts,
             })
             .collect();

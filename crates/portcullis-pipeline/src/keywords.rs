@@ -131,15 +131,13 @@ async fn send_reply(
         expires_at: now + 60 * 60 * 1000,
         created_at: now,
     };
-    store.insert_messages(tx, &[&msg]).await?;
-    portcullis_queue::enqueue(
-        tx,
-        &[NewJob {
-            queue: SEND_QUEUE,
-            payload: msg.id.as_str().to_owned(),
-            run_at: now,
-            max_attempts,
-        }],
-    )
-    .await
+    let job = NewJob {
+        queue: SEND_QUEUE,
+        payload: msg.id.as_str().to_owned(),
+        run_at: now,
+        max_attempts,
+    };
+    let sealed = store.seal_message(msg)?;
+    store.insert_messages(tx, &[&sealed]).await?;
+    portcullis_queue::enqueue(tx, &[job]).await
 }

@@ -43,6 +43,16 @@ pub struct NewMessage {
     pub created_at: i64,
 }
 
+/// A message with its personal data sealed, ready to insert.
+#[derive(Debug, Clone)]
+pub struct SealedMessage {
+    pub message: NewMessage,
+    recipient_sealed: Vec<u8>,
+    recipient_index: String,
+    body_sealed: Vec<u8>,
+    metadata_sealed: Option<Vec<u8>>,
+}
+
 /// A stored message, opened.
 #[derive(Debug, Clone)]
 pub struct MessageRecord {
@@ -161,58 +171,60 @@ impl Store {
         })
     }
 
-    /// Inserts accepted messages (sealed) inside the caller's transaction.
+    /// Seals a message's personal data. Done by the request handler, on whatever core it
+    /// runs on, so the single committer only writes.
+    pub fn seal_message(&self, m: NewMessage) -> Result<SealedMessage, StoreError> {
+        let id = m.id.as_str();
+        let metadata_sealed = match &m.metadata {
+            Some(v) => Some(
+                self.seal(
+                    METADATA,
+                    id,
+                    serde_json::to_string(v)
+                        .map_err(StoreError::corrupt)?
+                        .as_bytes(),
+                ),
+            ),
+            None => None,
+        };
+        Ok(SealedMessage {
+            recipient_sealed: self.seal(RECIPIENT, id, m.to.as_str().as_bytes()),
+            recipient_index: self.phone_index(&m.to),
+            body_sealed: self.seal(BODY, id, m.body.as_bytes()),
+            metadata_sealed,
+            message: m,
+        })
+    }
+
+    /// Inserts accepted messages inside the caller's transaction.
     pub async fn insert_messages(
         &self,
         tx: &mut Tx,
-        msgs: &[&NewMessage],
+        msgs: &[&SealedMessage],
     ) -> Result<(), StoreError> {
         // Multi-row INSERTs: at thousands of messages a second the per-statement round
         // trip, not the row, is what costs. 19 columns × 500 rows stays under SQLite's
         // and PostgreSQL's bind-parameter limits.
         for chunk in msgs.chunks(500) {
-            let sealed: Vec<_> = chunk
-                .iter()
-                .map(|m| -> Result<_, StoreError> {
-                    let id = m.id.as_str();
-                    let metadata = match &m.metadata {
-                        Some(v) => Some(
-                            self.seal(
-                                METADATA,
-                                id,
-                                serde_json::to_string(v)
-                                    .map_err(StoreError::corrupt)?
-                                    .as_bytes(),
-                            ),
-                        ),
-                        None => None,
-                    };
-                    Ok((
-                        self.seal(RECIPIENT, id, m.to.as_str().as_bytes()),
-                        self.phone_index(&m.to),
-                        self.seal(BODY, id, m.body.as_bytes()),
-                        metadata,
-                    ))
-                })
-                .collect::<Result<_, _>>()?;
             on_tx!(tx, |c| {
                 let mut qb = QueryBuilder::new(
                     "INSERT INTO messages (id, tenant_id, app_id, key_id, recipient_sealed, \
                      recipient_index, sender, channel, purpose, body_sealed, metadata_sealed, \
                      encoding, segments, status, test_mode, send_at, expires_at, created_at, updated_at) ",
                 );
-                qb.push_values(chunk.iter().zip(&sealed), |mut b, (m, s)| {
+                qb.push_values(chunk, |mut b, s| {
+                    let m = &s.message;
                     b.push_bind(m.id.as_str())
                         .push_bind(m.tenant_id.as_str())
                         .push_bind(m.app_id.as_str())
                         .push_bind(m.key_id.as_str())
-                        .push_bind(&s.0)
-                        .push_bind(&s.1)
+                        .push_bind(&s.recipient_sealed)
+                        .push_bind(&s.recipient_index)
                         .push_bind(m.from.as_deref())
                         .push_bind(m.channel.as_str())
                         .push_bind(m.purpose.as_str())
-                        .push_bind(&s.2)
-                        .push_bind(s.3.as_ref())
+                        .push_bind(&s.body_sealed)
+                        .push_bind(s.metadata_sealed.as_ref())
                         .push_bind(encoding_str(m.encoding))
                         .push_bind(i64::from(m.segments))
                         .push_bind(m.status.as_str())

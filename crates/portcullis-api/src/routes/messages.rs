@@ -362,7 +362,7 @@ pub async fn send(
     let outcome = state
         .pipeline
         .accept(AcceptRequest {
-            message,
+            message: state.store.seal_message(message)?,
             idempotency,
             response: response.clone(),
             policy_events,

@@ -432,12 +432,14 @@ async fn a_message_past_its_validity_expires_instead_of_sending(backend: Backend
         created_at: now - 5000,
     };
     let mut tx = store.db.begin().await.unwrap();
-    store.insert_messages(&mut tx, &[&msg]).await.unwrap();
+    let id = msg.id.clone();
+    let sealed = store.seal_message(msg).unwrap();
+    store.insert_messages(&mut tx, &[&sealed]).await.unwrap();
     portcullis_queue::enqueue(
         &mut tx,
         &[portcullis_queue::NewJob {
             queue: "send",
-            payload: msg.id.to_string(),
+            payload: id.to_string(),
             run_at: now,
             max_attempts: 3,
         }],
@@ -447,7 +449,7 @@ async fn a_message_past_its_validity_expires_instead_of_sending(backend: Backend
     tx.commit().await.unwrap();
     let expired = app
         .wait_for_status(
-            msg.id.as_str(),
+            id.as_str(),
             &app.admin_key,
             "expired",
             Duration::from_secs(10),
