@@ -17,6 +17,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use portcullis_crypto::{hash_matches, parse_presented_key};
 use portcullis_domain::{AppId, KeyId, Role, TenantId};
+use portcullis_store::apps::App;
 use portcullis_store::{keys, now_ms};
 
 use crate::AppState;
@@ -31,6 +32,8 @@ pub struct Caller {
     pub role: Role,
     /// A `pcl_test_` key: its messages only ever reach the simulator.
     pub test: bool,
+    /// The key's app, read with the key.
+    pub app: App,
 }
 
 /// The least role a route requires.
@@ -91,18 +94,18 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
         .strip_prefix("Bearer ")
         .ok_or_else(ApiError::unauthorized)?;
     let presented = parse_presented_key(token).ok_or_else(ApiError::unauthorized)?;
-    let candidates = keys::find_by_prefix(&state.store.db, presented.prefix()).await?;
+    let candidates = keys::find_by_prefix_with_app(&state.store.db, presented.prefix()).await?;
     let hash = presented.hash();
     let mut found = None;
-    for (record, stored) in candidates {
+    for (record, stored, app) in candidates {
         // Every candidate is compared; the branch only records the match.
         if hash_matches(&stored, &hash) {
-            found = Some(record);
+            found = Some((record, app));
         }
     }
     let now = now_ms();
-    let record = found
-        .filter(|r| r.usable(now))
+    let (record, app) = found
+        .filter(|(r, _)| r.usable(now))
         .ok_or_else(ApiError::unauthorized)?;
     let ip = parts
         .extensions
@@ -116,6 +119,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
         app_id: record.app_id,
         role: record.role,
         test: record.test,
+        app,
     })
 }
 

@@ -76,15 +76,15 @@ impl App {
 }
 
 #[derive(sqlx::FromRow)]
-struct AppRow {
-    id: String,
-    tenant_id: String,
-    name: String,
-    senders: String,
-    allowed_purposes: String,
-    max_body_chars: i64,
-    policy: String,
-    created_at: i64,
+pub(crate) struct AppRow {
+    pub(crate) id: String,
+    pub(crate) tenant_id: String,
+    pub(crate) name: String,
+    pub(crate) senders: String,
+    pub(crate) allowed_purposes: String,
+    pub(crate) max_body_chars: i64,
+    pub(crate) policy: String,
+    pub(crate) created_at: i64,
 }
 
 impl TryFrom<AppRow> for App {

@@ -5,6 +5,7 @@ use portcullis_crypto::{KeyMode, NewApiKey, generate_api_key};
 use portcullis_domain::{AppId, KeyId, Role, TenantId};
 use serde::Serialize;
 
+use crate::apps::{App, AppRow};
 use crate::{Db, StoreError, Tx, now_ms, on_pool, on_tx};
 
 /// A key as listed: never the key itself.
@@ -176,6 +177,54 @@ pub async fn find_by_prefix(
     .fetch_all(p)
     .await)?;
     rows.into_iter().map(KeyRow::into_record).collect()
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyAppRow {
+    #[sqlx(flatten)]
+    key: KeyRow,
+    app_name: String,
+    app_senders: String,
+    app_allowed_purposes: String,
+    app_max_body_chars: i64,
+    app_policy: String,
+    app_created_at: i64,
+}
+
+/// Like [`find_by_prefix`], with each key's app in the same round trip: authentication
+/// is on the path of every request, and every handler needs the app.
+pub async fn find_by_prefix_with_app(
+    db: &Db,
+    prefix: &str,
+) -> Result<Vec<(ApiKeyRecord, Vec<u8>, App)>, StoreError> {
+    let rows: Vec<KeyAppRow> = on_pool!(db.read(), |p| {
+        sqlx::query_as(
+        "SELECT k.id, k.tenant_id, k.app_id, k.prefix, k.hash, k.role, k.mode, k.created_at, k.expires_at, \
+         k.revoked_at, k.rotated_at, k.replaced_by, k.last_used_at, k.last_used_ip, \
+         a.name AS app_name, a.senders AS app_senders, a.allowed_purposes AS app_allowed_purposes, \
+         a.max_body_chars AS app_max_body_chars, a.policy AS app_policy, a.created_at AS app_created_at \
+         FROM api_keys k JOIN apps a ON a.id = k.app_id AND a.tenant_id = k.tenant_id WHERE k.prefix = $1"
+    )
+    .bind(prefix)
+    .fetch_all(p)
+    .await
+    })?;
+    rows.into_iter()
+        .map(|r| {
+            let app = App::try_from(AppRow {
+                id: r.key.app_id.clone(),
+                tenant_id: r.key.tenant_id.clone(),
+                name: r.app_name,
+                senders: r.app_senders,
+                allowed_purposes: r.app_allowed_purposes,
+                max_body_chars: r.app_max_body_chars,
+                policy: r.app_policy,
+                created_at: r.app_created_at,
+            })?;
+            let (key, hash) = r.key.into_record()?;
+            Ok((key, hash, app))
+        })
+        .collect()
 }
 
 /// The keys of one app, newest first.

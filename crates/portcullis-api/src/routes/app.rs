@@ -1,12 +1,9 @@
 //! `/v1/app`: the calling key's app.
 
 use axum::Json;
-use axum::extract::State;
-use portcullis_store::apps;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::AppState;
 use crate::auth::{Auth, Reader};
 use crate::dto::rfc3339;
 use crate::error::ApiError;
@@ -46,11 +43,8 @@ pub struct PolicyView {
     responses((status = 200, body = AppView)),
     security(("api_key" = []))
 )]
-pub async fn get(
-    State(state): State<AppState>,
-    auth: Auth<Reader>,
-) -> Result<Json<AppView>, ApiError> {
-    let app = apps::get(&state.store.db, &auth.tenant_id, &auth.app_id).await?;
+pub async fn get(auth: Auth<Reader>) -> Result<Json<AppView>, ApiError> {
+    let app = auth.caller.app;
     Ok(Json(AppView {
         id: app.id.as_str().to_owned(),
         tenant_id: app.tenant_id.as_str().to_owned(),

@@ -8,7 +8,7 @@ use portcullis_domain::{Channel, E164, MessageBody};
 use portcullis_providers::simulator::BUILTIN_CONNECTION_ID;
 use portcullis_providers::{InboundEvent, ProviderEvent};
 use portcullis_store::inbound::InboundMessage;
-use portcullis_store::{apps, now_ms};
+use portcullis_store::now_ms;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use utoipa::ToSchema;
@@ -108,7 +108,7 @@ pub async fn inject(
     let req: InjectInbound = parse_json(&headers, &raw)?;
     let from =
         E164::parse(&req.from).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
-    let app = apps::get(&state.store.db, &auth.tenant_id, &auth.app_id).await?;
+    let app = &auth.app;
     if !app.senders.contains(&req.to) {
         return Err(ApiError::unprocessable(
             "invalid_recipient",

@@ -13,7 +13,7 @@ use portcullis_domain::{
 use portcullis_pipeline::{AcceptOutcome, AcceptRequest, IdempotencyInput};
 use portcullis_store::idempotency::IdempotencyClaim;
 use portcullis_store::messages::{HistoryEntry, MessageFilter, MessageRecord, NewMessage};
-use portcullis_store::{apps, now_ms};
+use portcullis_store::now_ms;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -206,7 +206,7 @@ pub async fn send(
             _ => {}
         }
     }
-    let app = apps::get(&state.store.db, &auth.tenant_id, &auth.app_id).await?;
+    let app = &auth.app;
 
     let to = E164::parse(&req.to).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let channel = match req.channel.as_deref() {
