@@ -101,8 +101,6 @@ pub struct Pipeline {
     config: PipelineConfig,
     committer: accept::CommitterHandle,
     routes: Arc<Routes>,
-    /// Wakes idle send workers when this process enqueues work.
-    work: Arc<Notify>,
     shutdown: CancellationToken,
     /// Committers and send workers.
     tasks: TaskTracker,
@@ -130,6 +128,7 @@ impl Pipeline {
             events_rx,
             recorder_stop.clone(),
             config.max_attempts,
+            work.clone(),
         ));
         for n in 0..config.dispatchers.max(1) {
             tasks.spawn(dispatch::run(dispatch::Worker {
@@ -148,7 +147,6 @@ impl Pipeline {
             config,
             committer,
             routes,
-            work,
             shutdown,
             tasks,
             recorder_stop,
@@ -184,11 +182,6 @@ impl Pipeline {
             .submit(accept::Work::Record(events))
             .await
             .map(|_| ())
-    }
-
-    /// Wakes the send workers (after this process enqueued work outside the committer).
-    pub fn notify_work(&self) {
-        self.work.notify_waiters();
     }
 
     /// Stops claiming work, lets in-flight sends finish and be recorded, and stops.

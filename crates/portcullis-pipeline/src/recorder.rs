@@ -2,13 +2,15 @@
 //! and acknowledges each event to its provider only after the transaction holding it has
 //! committed.
 
+use std::sync::Arc;
+
 use portcullis_domain::{InboundId, TenantId};
 use portcullis_providers::{Ack, InboundEvent, ProviderEvent};
 use portcullis_store::apps::App;
 use portcullis_store::inbound::InboundMessage;
 use portcullis_store::messages::Receipt;
 use portcullis_store::{Store, StoreError, apps};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 const MAX_BATCH: usize = 512;
@@ -18,6 +20,7 @@ pub(crate) async fn run(
     mut events: mpsc::Receiver<ProviderEvent>,
     stop: CancellationToken,
     max_attempts: u32,
+    work: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut reconcile = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -51,13 +54,23 @@ pub(crate) async fn run(
         }
         let mut attempt = 0u32;
         // Events are retried until they are recorded: dropping one would lose a receipt.
-        while let Err(e) = record(&store, &batch, max_attempts).await {
-            attempt += 1;
-            tracing::error!(error = %e, attempt, "recording provider events failed; retrying");
-            tokio::time::sleep(std::time::Duration::from_millis(
-                100 * u64::from(attempt.min(50)),
-            ))
-            .await;
+        let new_inbound = loop {
+            match record(&store, &batch, max_attempts).await {
+                Ok(n) => break n,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::error!(error = %e, attempt, "recording provider events failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        100 * u64::from(attempt.min(50)),
+                    ))
+                    .await;
+                }
+            }
+        };
+        // A new inbound message may have queued a keyword reply: wake the send workers
+        // rather than leave it to their poll.
+        if new_inbound > 0 {
+            work.notify_waiters();
         }
         for event in batch.drain(..) {
             let ack: Option<Ack> = match event {
@@ -82,7 +95,7 @@ async fn record(
     store: &Store,
     batch: &[ProviderEvent],
     max_attempts: u32,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let mut receipts = Vec::new();
     let mut inbound = Vec::new();
     for event in batch {
@@ -115,7 +128,7 @@ async fn record(
     tx.commit().await?;
     crate::count_changes(&changes);
     metrics::counter!("portcullis_inbound_messages_total").increment(stored);
-    Ok(())
+    Ok(stored)
 }
 
 async fn resolve_inbound(

@@ -815,15 +815,6 @@ impl Store {
             })
             .collect()
     }
-
-    /// Counts of messages by status across every tenant, for operators and tests.
-    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(on_pool!(self.db.read(), |p| sqlx::query_as(
-            "SELECT status, COUNT(*) FROM messages GROUP BY status ORDER BY status"
-        )
-        .fetch_all(p)
-        .await)?)
-    }
 }
 
 /// A status change the store made, for metrics and events.
