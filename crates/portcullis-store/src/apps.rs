@@ -4,7 +4,7 @@
 use portcullis_domain::{AppId, ConnectionId, PurposeSet, TenantId};
 use serde::Serialize;
 
-use crate::{Db, StoreError, now_ms, on_pool, on_tx};
+use crate::{Db, StoreError, found, now_ms, on_pool, on_tx};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct App {
@@ -188,10 +188,7 @@ pub async fn set_senders(db: &Db, app: &AppId, senders: &[String]) -> Result<(),
     .execute(p)
     .await
     .map(|r| r.rows_affected()))?;
-    if res == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+    found(res)
 }
 
 pub async fn set_allowed_purposes(
@@ -208,10 +205,7 @@ pub async fn set_allowed_purposes(
     .execute(p)
     .await
     .map(|r| r.rows_affected()))?;
-    if res == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+    found(res)
 }
 
 /// Replaces the app's ordered route (failover order).
@@ -290,8 +284,5 @@ pub async fn set_policy(db: &Db, app: &AppId, policy: &PolicySettings) -> Result
     .execute(p)
     .await
     .map(|r| r.rows_affected()))?;
-    if n == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+    found(n)
 }

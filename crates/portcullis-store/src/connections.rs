@@ -4,7 +4,7 @@
 use portcullis_domain::{ConnectionId, TenantId};
 use serde::Serialize;
 
-use crate::{Store, StoreError, now_ms, on_pool};
+use crate::{Store, StoreError, found, now_ms, on_pool};
 
 const CONFIG: &str = "connections.config";
 
@@ -112,9 +112,6 @@ impl Store {
         .execute(p)
         .await
         .map(|r| r.rows_affected()))?;
-        if res == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        found(res)
     }
 }

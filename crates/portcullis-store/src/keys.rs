@@ -6,7 +6,7 @@ use portcullis_domain::{AppId, KeyId, Role, TenantId};
 use serde::Serialize;
 
 use crate::apps::{App, AppRow};
-use crate::{Db, StoreError, Tx, now_ms, on_pool, on_tx};
+use crate::{Db, StoreError, Tx, found, now_ms, on_pool, on_tx};
 
 /// A key as listed: never the key itself.
 #[derive(Debug, Clone, Serialize)]
@@ -282,10 +282,7 @@ pub async fn revoke_any_app(db: &Db, id: &KeyId) -> Result<(), StoreError> {
     .execute(p)
     .await
     .map(|r| r.rows_affected()))?;
-    if res == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+    found(res)
 }
 
 /// The app a key belongs to, by key id alone (operator CLI).

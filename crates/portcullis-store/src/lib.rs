@@ -103,6 +103,15 @@ fn aad(column: &str, id: &str) -> String {
     format!("{column}:{id}")
 }
 
+/// `Ok` when a scoped write touched a row, `NotFound` when nothing matched: another
+/// tenant's or app's id is indistinguishable from a missing one.
+pub(crate) fn found(rows_affected: u64) -> Result<(), StoreError> {
+    if rows_affected == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
 /// An opaque pagination cursor: the sort key of the last row of a page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {

@@ -610,33 +610,33 @@ impl Store {
         tx: &mut Tx,
         refs: &[(&ConnectionId, &str)],
     ) -> Result<Vec<StatusChange>, StoreError> {
-        let mut pending = Vec::new();
+        // One statement per connection (usually one per batch), not one per message: this
+        // runs for every message recorded as sent.
+        let mut by_connection: HashMap<&str, Vec<&str>> = HashMap::new();
         for (conn, pid) in refs {
-            type Row = (String, String, Option<String>, i64);
-            let rows: Vec<Row> = on_tx!(&mut *tx, |c| {
-                sqlx::query_as(
-                "DELETE FROM unmatched_receipts WHERE connection_id = $1 AND provider_message_id = $2 \
-                 RETURNING id, status, detail, received_at"
-            )
-            .bind(conn.as_str())
-            .bind(*pid)
-            .fetch_all(c)
-            .await
-            })?;
-            for (_, status, detail, at) in rows {
-                pending.push(Receipt {
-                    connection_id: (*conn).clone(),
-                    provider_message_id: (*pid).to_owned(),
-                    status: MessageStatus::parse(&status).map_err(StoreError::corrupt)?,
-                    detail,
-                    at,
-                });
+            by_connection.entry(conn.as_str()).or_default().push(pid);
+        }
+        let mut rows: Vec<UnmatchedRow> = Vec::new();
+        for (conn, pids) in by_connection {
+            for chunk in pids.chunks(500) {
+                let found: Vec<UnmatchedRow> = on_tx!(&mut *tx, |c| {
+                    let mut qb =
+                        QueryBuilder::new("DELETE FROM unmatched_receipts WHERE connection_id = ");
+                    qb.push_bind(conn).push(" AND provider_message_id IN (");
+                    let mut sep = qb.separated(", ");
+                    for pid in chunk {
+                        sep.push_bind(*pid);
+                    }
+                    qb.push(") RETURNING connection_id, provider_message_id, status, detail, received_at");
+                    qb.build_query_as().fetch_all(c).await
+                })?;
+                rows.extend(found);
             }
         }
-        if pending.is_empty() {
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        self.apply_receipts(tx, &pending).await
+        self.apply_receipts(tx, &receipts_from_rows(rows)?).await
     }
 
     /// Applies kept receipts whose message has since been recorded as sent.
@@ -647,8 +647,7 @@ impl Store {
     /// uncommitted message update nor its uncommitted receipt). This sweep closes that gap
     /// without cross-transaction locking; the recorder runs it every second.
     pub async fn reconcile_unmatched(&self, tx: &mut Tx) -> Result<Vec<StatusChange>, StoreError> {
-        type Row = (String, String, String, Option<String>, i64);
-        let rows: Vec<Row> = on_tx!(&mut *tx, |c| {
+        let rows: Vec<UnmatchedRow> = on_tx!(&mut *tx, |c| {
             sqlx::query_as(
             "DELETE FROM unmatched_receipts WHERE id IN (SELECT u.id FROM unmatched_receipts u \
              JOIN messages m ON m.connection_id = u.connection_id AND m.provider_message_id = u.provider_message_id \
@@ -660,19 +659,7 @@ impl Store {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let receipts = rows
-            .into_iter()
-            .map(|(conn, pid, status, detail, at)| {
-                Ok(Receipt {
-                    connection_id: ConnectionId::from_trusted(conn),
-                    provider_message_id: pid,
-                    status: MessageStatus::parse(&status).map_err(StoreError::corrupt)?,
-                    detail,
-                    at,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        self.apply_receipts(tx, &receipts).await
+        self.apply_receipts(tx, &receipts_from_rows(rows)?).await
     }
 
     /// Applies delivery receipts. A receipt whose message cannot be found (yet) is kept in
@@ -893,6 +880,23 @@ async fn set_status_where(
         })?;
     }
     Ok(())
+}
+
+/// A kept receipt as read back: connection, provider id, status, detail, received at.
+type UnmatchedRow = (String, String, String, Option<String>, i64);
+
+fn receipts_from_rows(rows: Vec<UnmatchedRow>) -> Result<Vec<Receipt>, StoreError> {
+    rows.into_iter()
+        .map(|(conn, pid, status, detail, at)| {
+            Ok(Receipt {
+                connection_id: ConnectionId::from_trusted(conn),
+                provider_message_id: pid,
+                status: MessageStatus::parse(&status).map_err(StoreError::corrupt)?,
+                detail,
+                at,
+            })
+        })
+        .collect()
 }
 
 async fn insert_events(

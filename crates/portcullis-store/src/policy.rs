@@ -6,7 +6,9 @@ use portcullis_domain::{
 };
 use sqlx::QueryBuilder;
 
-use crate::{Cursor, Page, Store, StoreError, Tx, now_ms, on_pool, on_tx, paginate, push_cursor};
+use crate::{
+    Cursor, Page, Store, StoreError, Tx, found, now_ms, on_pool, on_tx, paginate, push_cursor,
+};
 
 const SUPPRESSION_PHONE: &str = "suppressions.phone";
 const CONSENT_PHONE: &str = "consents.phone";
@@ -170,10 +172,7 @@ impl Store {
         .execute(p)
         .await
         .map(|r| r.rows_affected()))?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        found(n)
     }
 
     pub async fn list_suppressions(
@@ -325,10 +324,7 @@ impl Store {
         .await
         .map(|r| r.rows_affected())
         })?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        found(n)
     }
 
     /// Suppression and consent state of one recipient, in one round trip.
