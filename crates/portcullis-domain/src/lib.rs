@@ -13,6 +13,7 @@
 
 pub mod body;
 pub mod encoding;
+pub mod event;
 pub mod ids;
 pub mod optout;
 mod parse_error;
@@ -27,6 +28,7 @@ pub mod tz;
 
 pub use body::{BodyError, DEFAULT_MAX_BODY_CHARS, MessageBody};
 pub use encoding::{Encoding, SegmentInfo, gsm7_decode, gsm7_encode, segment_info, split_segments};
+pub use event::EventType;
 pub use ids::*;
 pub use optout::{Intent, Keywords, classify};
 pub use parse_error::ParseEnumError;

@@ -28,6 +28,8 @@ pub(crate) struct Worker {
     pub routes: Arc<Routes>,
     pub config: PipelineConfig,
     pub work: Arc<Notify>,
+    /// Woken when a commit wrote events for apps.
+    pub events: Arc<Notify>,
     pub shutdown: CancellationToken,
     pub owner: String,
 }
@@ -279,5 +281,8 @@ async fn settle(
     w.store.insert_policy_events(&mut tx, policy_events).await?;
     tx.commit().await?;
     crate::count_changes(&changes);
+    if !changes.is_empty() {
+        w.events.notify_one();
+    }
     Ok(())
 }

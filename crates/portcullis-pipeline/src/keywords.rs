@@ -6,10 +6,12 @@
 
 use portcullis_domain::optout::{Intent, Keywords, classify};
 use portcullis_domain::{
-    Channel, E164, KeyId, MessageId, MessageStatus, Purpose, encoding::segment_info,
+    Channel, E164, EventId, EventType, KeyId, MessageId, MessageStatus, Purpose,
+    encoding::segment_info,
 };
 use portcullis_queue::NewJob;
 use portcullis_store::apps::App;
+use portcullis_store::events::NewEvent;
 use portcullis_store::inbound::InboundMessage;
 use portcullis_store::messages::NewMessage;
 use portcullis_store::policy::NewPolicyEvent;
@@ -53,11 +55,17 @@ pub(crate) async fn handle(
                 .await?;
             // One confirmation: a repeated STOP from a suppressed number gets no answer.
             let reply = created.then(|| app.policy.opt_out_confirmation.clone());
+            if created {
+                recipient_event(store, tx, app, inbound, EventType::RecipientOptedOut, &keyword)
+                    .await?;
+            }
             (vec![event("opted_out", "opt_out_keyword", reason)], reply)
         }
         Intent::OptIn { keyword } => {
             let lifted = store.unsuppress_phone(tx, &app.id, &inbound.from).await?;
             if lifted {
+                recipient_event(store, tx, app, inbound, EventType::RecipientOptedIn, &keyword)
+                    .await?;
                 let reason = format!("inbound message matched opt-in keyword {keyword:?}");
                 (
                     vec![event("opted_in", "opt_in_keyword", reason)],
@@ -95,6 +103,36 @@ pub(crate) async fn handle(
         .await?;
     }
     Ok(())
+}
+
+/// Tells the app a recipient changed their subscription, in the same transaction.
+async fn recipient_event(
+    store: &Store,
+    tx: &mut Tx,
+    app: &App,
+    inbound: &InboundMessage,
+    kind: EventType,
+    keyword: &str,
+) -> Result<(), StoreError> {
+    store
+        .insert_app_events(
+            tx,
+            &[NewEvent {
+                id: EventId::new(),
+                tenant_id: app.tenant_id.clone(),
+                app_id: app.id.clone(),
+                kind,
+                subject_id: Some(inbound.id.as_str().to_owned()),
+                data: serde_json::json!({
+                    "source": "inbound_keyword",
+                    "keyword": keyword,
+                    "channel": inbound.channel.as_str(),
+                }),
+                phone: Some(inbound.from.clone()),
+                created_at: now_ms(),
+            }],
+        )
+        .await
 }
 
 /// Queues a reply from the number the inbound message was sent to. Replies are

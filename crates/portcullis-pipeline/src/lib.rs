@@ -107,6 +107,8 @@ pub struct Pipeline {
     /// The recorder outlives the send workers so their last receipts are still recorded.
     recorder_stop: CancellationToken,
     recorder: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Notified after every commit that wrote events for apps (the webhook relay waits on it).
+    events: Arc<Notify>,
 }
 
 impl Pipeline {
@@ -118,6 +120,7 @@ impl Pipeline {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let work = Arc::new(Notify::new());
+        let events = Arc::new(Notify::new());
         let (events_tx, events_rx) = mpsc::channel(4096);
         let routes = Arc::new(Routes::new(store.clone(), &config, events_tx)?);
 
@@ -129,6 +132,7 @@ impl Pipeline {
             recorder_stop.clone(),
             config.max_attempts,
             work.clone(),
+            events.clone(),
         ));
         for n in 0..config.dispatchers.max(1) {
             tasks.spawn(dispatch::run(dispatch::Worker {
@@ -136,6 +140,7 @@ impl Pipeline {
                 routes: routes.clone(),
                 config: config.clone(),
                 work: work.clone(),
+                events: events.clone(),
                 shutdown: shutdown.clone(),
                 owner: format!("{}-{n}", std::process::id()),
             }));
@@ -151,6 +156,7 @@ impl Pipeline {
             tasks,
             recorder_stop,
             recorder: tokio::sync::Mutex::new(Some(recorder)),
+            events,
         }))
     }
 
@@ -164,6 +170,11 @@ impl Pipeline {
 
     pub fn routes(&self) -> &Routes {
         &self.routes
+    }
+
+    /// Notified after every commit that wrote events for apps.
+    pub fn events_written(&self) -> Arc<Notify> {
+        self.events.clone()
     }
 
     /// Accepts a message durably (see [`accept`]).

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use portcullis_domain::{InboundId, TenantId};
+use portcullis_domain::{EventId, EventType, InboundId, TenantId};
 use portcullis_providers::{Ack, InboundEvent, ProviderEvent};
 use portcullis_store::apps::App;
 use portcullis_store::inbound::InboundMessage;
 use portcullis_store::messages::Receipt;
-use portcullis_store::{Store, StoreError, apps};
+use portcullis_store::events::NewEvent;
+use portcullis_store::{Store, StoreError, apps, now_ms};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +22,7 @@ pub(crate) async fn run(
     stop: CancellationToken,
     max_attempts: u32,
     work: Arc<Notify>,
+    events_written: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut reconcile = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -29,8 +31,10 @@ pub(crate) async fn run(
         let received = tokio::select! {
             n = events.recv_many(&mut batch, MAX_BATCH) => n,
             _ = reconcile.tick() => {
-                if let Err(e) = reconcile_unmatched(&store).await {
-                    tracing::warn!(error = %e, "reconciling unmatched receipts failed");
+                match reconcile_unmatched(&store).await {
+                    Ok(0) => {}
+                    Ok(_) => events_written.notify_one(),
+                    Err(e) => tracing::warn!(error = %e, "reconciling unmatched receipts failed"),
                 }
                 continue;
             }
@@ -54,7 +58,7 @@ pub(crate) async fn run(
         }
         let mut attempt = 0u32;
         // Events are retried until they are recorded: dropping one would lose a receipt.
-        let new_inbound = loop {
+        let (new_inbound, changed) = loop {
             match record(&store, &batch, max_attempts).await {
                 Ok(n) => break n,
                 Err(e) => {
@@ -72,6 +76,9 @@ pub(crate) async fn run(
         if new_inbound > 0 {
             work.notify_waiters();
         }
+        if new_inbound > 0 || changed > 0 {
+            events_written.notify_one();
+        }
         for event in batch.drain(..) {
             let ack: Option<Ack> = match event {
                 ProviderEvent::Receipt(_, ack) | ProviderEvent::Inbound(_, ack) => ack,
@@ -83,19 +90,19 @@ pub(crate) async fn run(
     }
 }
 
-async fn reconcile_unmatched(store: &Store) -> Result<(), StoreError> {
+async fn reconcile_unmatched(store: &Store) -> Result<usize, StoreError> {
     let mut tx = store.db.begin().await?;
     let changes = store.reconcile_unmatched(&mut tx).await?;
     tx.commit().await?;
     crate::count_changes(&changes);
-    Ok(())
+    Ok(changes.len())
 }
 
 async fn record(
     store: &Store,
     batch: &[ProviderEvent],
     max_attempts: u32,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, usize), StoreError> {
     let mut receipts = Vec::new();
     let mut inbound = Vec::new();
     for event in batch {
@@ -122,13 +129,29 @@ async fn record(
         // redelivered STOP cannot trigger a second confirmation.
         if store.insert_inbound(&mut tx, m).await? {
             stored += 1;
+            store
+                .insert_app_events(&mut tx, &[inbound_event(m)])
+                .await?;
             crate::keywords::handle(store, &mut tx, app, m, max_attempts).await?;
         }
     }
     tx.commit().await?;
     crate::count_changes(&changes);
     metrics::counter!("portcullis_inbound_messages_total").increment(stored);
-    Ok(stored)
+    Ok((stored, changes.len()))
+}
+
+fn inbound_event(m: &InboundMessage) -> NewEvent {
+    NewEvent {
+        id: EventId::new(),
+        tenant_id: m.tenant_id.clone(),
+        app_id: m.app_id.clone(),
+        kind: EventType::MessageInbound,
+        subject_id: Some(m.id.as_str().to_owned()),
+        data: serde_json::json!({ "connection_id": m.connection_id.as_str() }),
+        phone: None,
+        created_at: now_ms(),
+    }
 }
 
 async fn resolve_inbound(

@@ -39,6 +39,12 @@ pub struct PolicySettings {
     pub opt_out_confirmation: String,
     /// The confirmation sent after an opt-in.
     pub opt_in_confirmation: String,
+    /// Show recipients' full numbers in this app's webhooks and realtime events (masked by
+    /// default).
+    pub webhook_full_numbers: bool,
+    /// Browser origins allowed to open the realtime stream. A request without an `Origin`
+    /// (a server-side client) is not affected.
+    pub realtime_origins: Vec<String>,
 }
 
 impl Default for PolicySettings {
@@ -53,6 +59,8 @@ impl Default for PolicySettings {
             opt_out_confirmation: "You are unsubscribed and will receive no further messages. Reply START to resubscribe."
                 .to_owned(),
             opt_in_confirmation: "You are subscribed again. Reply STOP to unsubscribe.".to_owned(),
+            webhook_full_numbers: false,
+            realtime_origins: Vec::new(),
         }
     }
 }

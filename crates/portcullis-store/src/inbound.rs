@@ -94,24 +94,48 @@ impl Store {
         })?;
         let items = rows
             .into_iter()
-            .map(|r| {
-                Ok(InboundMessage {
-                    from: E164::from_trusted(self.open_string(SENDER, &r.id, &r.sender_sealed)?),
-                    body: self.open_string(BODY, &r.id, &r.body_sealed)?,
-                    tenant_id: TenantId::from_trusted(r.tenant_id),
-                    app_id: AppId::from_trusted(r.app_id),
-                    connection_id: ConnectionId::from_trusted(r.connection_id),
-                    provider_message_id: r.provider_message_id,
-                    to: r.recipient,
-                    channel: Channel::parse(&r.channel).map_err(StoreError::corrupt)?,
-                    received_at: r.received_at,
-                    id: InboundId::from_trusted(r.id),
-                })
-            })
+            .map(|r| self.open_inbound(r))
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(paginate(items, limit, |m| Cursor {
             at: m.received_at,
             id: m.id.as_str().to_owned(),
         }))
+    }
+
+    /// Inbound messages by id, of any app: for rendering events whose scope the caller holds.
+    pub async fn inbound_by_ids(&self, ids: &[&str]) -> Result<Vec<InboundMessage>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let rows: Vec<InboundRow> = on_pool!(self.db.read(), |p| {
+                let mut qb = QueryBuilder::new(format!(
+                    "SELECT {COLUMNS} FROM inbound_messages WHERE id IN ("
+                ));
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(p).await
+            })?;
+            for r in rows {
+                out.push(self.open_inbound(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_inbound(&self, r: InboundRow) -> Result<InboundMessage, StoreError> {
+        Ok(InboundMessage {
+            from: E164::from_trusted(self.open_string(SENDER, &r.id, &r.sender_sealed)?),
+            body: self.open_string(BODY, &r.id, &r.body_sealed)?,
+            tenant_id: TenantId::from_trusted(r.tenant_id),
+            app_id: AppId::from_trusted(r.app_id),
+            connection_id: ConnectionId::from_trusted(r.connection_id),
+            provider_message_id: r.provider_message_id,
+            to: r.recipient,
+            channel: Channel::parse(&r.channel).map_err(StoreError::corrupt)?,
+            received_at: r.received_at,
+            id: InboundId::from_trusted(r.id),
+        })
     }
 }

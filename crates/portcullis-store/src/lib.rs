@@ -12,12 +12,14 @@
 pub mod apps;
 pub mod connections;
 pub mod db;
+pub mod events;
 pub mod idempotency;
 pub mod inbound;
 pub mod keys;
 pub mod messages;
 pub mod policy;
 pub mod tenants;
+pub mod webhooks;
 
 use std::sync::Arc;
 

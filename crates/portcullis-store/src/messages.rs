@@ -19,6 +19,7 @@ use crate::{Cursor, Page, Store, StoreError, Tx, now_ms, on_pool, on_tx, paginat
 const RECIPIENT: &str = "messages.recipient";
 const BODY: &str = "messages.body";
 const METADATA: &str = "messages.metadata";
+const EXPIRED_DETAIL: &str = "validity period ended before the message could be sent";
 
 /// A message about to be accepted.
 #[derive(Debug, Clone)]
@@ -257,6 +258,27 @@ impl Store {
         self.open_message(row.ok_or(StoreError::NotFound)?)
     }
 
+    /// Messages by id, of any app: for rendering events whose scope the caller holds.
+    pub async fn messages_by_ids(&self, ids: &[&str]) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let rows: Vec<MessageRow> = on_pool!(self.db.read(), |p| {
+                let mut qb =
+                    QueryBuilder::new(format!("SELECT {COLUMNS} FROM messages WHERE id IN ("));
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(p).await
+            })?;
+            for r in rows {
+                out.push(self.open_message(r)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The status history of a message whose scope the caller has already checked. The
     /// first entry is the message's creation.
     pub async fn message_history(
@@ -484,6 +506,9 @@ impl Store {
                         id: id.clone(),
                         status: MessageStatus::Sent,
                         connection_id: Some(connection_id.clone()),
+                        provider_message_id: Some(provider_message_id.clone()),
+                        error_code: None,
+                        detail: None,
                     });
                 }
                 SendOutcome::Retry {
@@ -526,6 +551,9 @@ impl Store {
                         id: id.clone(),
                         status: MessageStatus::Failed,
                         connection_id: connection_id.clone(),
+                        provider_message_id: None,
+                        error_code: Some(code.clone()),
+                        detail: Some(detail.clone()),
                     });
                 }
                 SendOutcome::Expired { id } => {
@@ -536,15 +564,16 @@ impl Store {
                             MessageStatus::Expired,
                             None,
                             None,
-                            Some(
-                                "validity period ended before the message could be sent".to_owned(),
-                            ),
+                            Some(EXPIRED_DETAIL.to_owned()),
                         ),
                     ));
                     changes.push(StatusChange {
                         id: id.clone(),
                         status: MessageStatus::Expired,
                         connection_id: None,
+                        provider_message_id: None,
+                        error_code: Some("validity_expired".to_owned()),
+                        detail: Some(EXPIRED_DETAIL.to_owned()),
                     });
                 }
             }
@@ -587,6 +616,7 @@ impl Store {
         )
         .await?;
         insert_events(tx, &events).await?;
+        self.insert_status_events(tx, &changes, now).await?;
         // A receipt can overtake the submit response; any that did are waiting.
         let sent_refs: Vec<_> = outcomes
             .iter()
@@ -726,6 +756,9 @@ impl Store {
                     id: message_id.clone(),
                     status: r.status,
                     connection_id: Some(r.connection_id.clone()),
+                    provider_message_id: Some(r.provider_message_id.clone()),
+                    error_code: None,
+                    detail: r.detail.clone(),
                 });
             }
             // Recorded even when it changes nothing (a late or repeated receipt), so the
@@ -776,6 +809,7 @@ impl Store {
             })?;
         }
         insert_events(tx, &events).await?;
+        self.insert_status_events(tx, &changes, now).await?;
         Ok(changes)
     }
 
@@ -811,6 +845,10 @@ pub struct StatusChange {
     pub status: MessageStatus,
     /// The provider connection the change came from, if any.
     pub connection_id: Option<ConnectionId>,
+    pub provider_message_id: Option<String>,
+    /// Why a message failed, as a stable code.
+    pub error_code: Option<String>,
+    pub detail: Option<String>,
 }
 
 /// Filters for [`Store::list_messages`].

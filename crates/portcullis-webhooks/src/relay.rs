@@ -1,0 +1,176 @@
+//! The outbox relay: takes committed events off the outbox, creates a delivery for every
+//! enabled endpoint that wants each one, and tells the realtime hubs, all in one
+//! transaction per batch. The deliveries it creates are leased to this process and handed
+//! straight to the delivery worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_domain::DeliveryId;
+use portcullis_store::webhooks::{DeliveryJob, NewDelivery};
+use portcullis_store::{Backend, StoreError, now_ms, on_tx};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+
+const BATCH: u32 = 500;
+/// The PostgreSQL channel that carries `app:event` ids between instances.
+pub(crate) const CHANNEL: &str = "portcullis_events";
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    wake: Arc<Notify>,
+    jobs: mpsc::Sender<Vec<DeliveryJob>>,
+    stop: CancellationToken,
+) {
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            // Another instance's events, and any left behind by a crash, are found by the poll.
+            _ = tokio::time::sleep(shared.config.poll_interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        loop {
+            match relay_once(&shared, &jobs).await {
+                Ok(n) => {
+                    failures = 0;
+                    if n < BATCH as usize {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::error!(error = %e, failures, "relaying events failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50))))
+                        .await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn relay_once(
+    shared: &Shared,
+    jobs: &mpsc::Sender<Vec<DeliveryJob>>,
+) -> Result<usize, StoreError> {
+    let store = &shared.store;
+    let mut tx = store.db.begin().await?;
+    let events = store.take_outbox(&mut tx, BATCH).await?;
+    if events.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let mut apps: Vec<&str> = events.iter().map(|e| e.app_id.as_str()).collect();
+    apps.sort_unstable();
+    apps.dedup();
+    let endpoints = store.enabled_endpoints(&apps).await?;
+    let mut deliveries = Vec::new();
+    for e in &events {
+        for ep in endpoints
+            .iter()
+            .filter(|ep| ep.app_id == e.app_id && ep.wants(e.kind))
+        {
+            deliveries.push(NewDelivery {
+                id: DeliveryId::new(),
+                tenant_id: e.tenant_id.clone(),
+                app_id: e.app_id.clone(),
+                endpoint_id: ep.id.clone(),
+                event_id: e.id.as_str().to_owned(),
+                event_type: e.kind,
+            });
+        }
+    }
+    let now = now_ms();
+    let lease_until = now + shared.config.lease.as_millis() as i64;
+    store
+        .insert_deliveries(&mut tx, &deliveries, now, Some(lease_until))
+        .await?;
+    if store.db.backend() == Backend::Postgres {
+        // Delivered to every listening instance when (and only if) this commits.
+        let ids: Vec<String> = events
+            .iter()
+            .map(|e| format!("{}:{}", e.app_id.as_str(), e.id.as_str()))
+            .collect();
+        // NOTIFY payloads must stay under 8000 bytes.
+        for chunk in ids.chunks(150) {
+            let payload = chunk.join(",");
+            on_tx!(&mut tx, |c| sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(&payload)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
+        }
+    }
+    tx.commit().await?;
+    metrics::counter!("portcullis_events_total").increment(events.len() as u64);
+    if store.db.backend() == Backend::Sqlite
+        && let Err(e) = shared.hub.publish(&events).await
+    {
+        tracing::warn!(error = %e, "publishing events to realtime subscribers failed");
+    }
+    if !deliveries.is_empty() {
+        let leased = deliveries
+            .into_iter()
+            .map(|d| DeliveryJob {
+                id: d.id,
+                app_id: d.app_id,
+                endpoint_id: d.endpoint_id,
+                event_id: d.event_id,
+                attempt: 1,
+            })
+            .collect();
+        // If the worker is gone (shutting down) the leases run out and a worker claims them.
+        let _ = jobs.send(leased).await;
+    }
+    Ok(events.len())
+}
+
+/// Feeds the hub with the events every instance's relay announces (PostgreSQL).
+pub(crate) async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
+    let portcullis_store::Pool::Postgres(pool) = shared.store.db.read() else {
+        return;
+    };
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "realtime listener cannot connect; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.cancelled() => return,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %e, "realtime listener cannot LISTEN; retrying");
+            continue;
+        }
+        loop {
+            let n = tokio::select! {
+                n = listener.recv() => n,
+                _ = stop.cancelled() => return,
+            };
+            match n {
+                Ok(n) => {
+                    let ids: Vec<(String, String)> = n
+                        .payload()
+                        .split(',')
+                        .filter_map(|p| p.split_once(':'))
+                        .map(|(a, e)| (a.to_owned(), e.to_owned()))
+                        .collect();
+                    if let Err(e) = shared.hub.publish_ids(&ids).await {
+                        tracing::warn!(error = %e, "publishing events to realtime subscribers failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "realtime listener lost its connection; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
