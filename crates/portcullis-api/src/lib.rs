@@ -8,6 +8,7 @@ pub mod dto;
 pub mod error;
 pub mod middleware;
 pub mod openapi;
+pub mod realtime;
 pub mod routes;
 
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use portcullis_crypto::Secret;
 use portcullis_pipeline::Pipeline;
 use portcullis_store::Store;
+use portcullis_webhooks::Webhooks;
+use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -51,6 +54,10 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub metrics: Option<PrometheusHandle>,
     pub last_used: Arc<auth::LastUsed>,
+    pub webhooks: Arc<Webhooks>,
+    pub realtime: Arc<realtime::RealtimeTokens>,
+    /// Cancelled when the server shuts down (long-lived streams close on it).
+    pub shutdown: CancellationToken,
 }
 
 /// The complete application router with its perimeter.

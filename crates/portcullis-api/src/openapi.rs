@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{app, health, inbound, keys, messages, policy};
+use crate::routes::{app, health, inbound, keys, messages, policy, realtime, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,9 @@ use crate::routes::{app, health, inbound, keys, messages, policy};
         policy::create_suppression, policy::list_suppressions, policy::delete_suppression,
         policy::create_consent, policy::list_consents, policy::delete_consent,
         policy::list_policy_events,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
+        webhooks::rotate_secret, webhooks::list_deliveries, webhooks::replay, webhooks::recover,
+        realtime::create_token, realtime::stream,
     ),
     components(schemas(crate::dto::ErrorResponse)),
     modifiers(&Security),
@@ -33,6 +36,8 @@ use crate::routes::{app, health, inbound, keys, messages, policy};
         (name = "keys", description = "API keys of the app"),
         (name = "app", description = "The calling key's app"),
         (name = "policy", description = "Suppressions, consents and the guard's decisions"),
+        (name = "webhooks", description = "Signed webhook endpoints and their delivery log"),
+        (name = "realtime", description = "The WebSocket event stream"),
         (name = "simulator", description = "The built-in simulator provider"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

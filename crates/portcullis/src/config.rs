@@ -37,6 +37,19 @@ pub struct Config {
     /// Seconds a send job stays leased to a worker.
     pub job_lease_seconds: u64,
     pub dispatchers: usize,
+    /// CIDRs of otherwise-refused webhook destinations (comma-separated).
+    pub webhook_allowed_cidrs: Option<String>,
+    /// Permit `http://` webhook URLs (default: only in dev mode).
+    pub webhook_allow_http: Option<bool>,
+    /// Ports webhook URLs may use (comma-separated; default 443,8443, any in dev mode).
+    pub webhook_allowed_ports: Option<String>,
+    /// Nameservers (`ip:port`, comma-separated) to resolve webhook hosts with, instead of
+    /// the system's.
+    pub webhook_dns_servers: Option<String>,
+    /// Delays in milliseconds before each retry of a webhook delivery (comma-separated).
+    pub webhook_retry_schedule_ms: Option<String>,
+    /// A receiver must answer within this.
+    pub webhook_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -59,6 +72,12 @@ impl Default for Config {
             simulator_log_file: None,
             job_lease_seconds: 30,
             dispatchers: 2,
+            webhook_allowed_cidrs: None,
+            webhook_allow_http: None,
+            webhook_allowed_ports: None,
+            webhook_dns_servers: None,
+            webhook_retry_schedule_ms: None,
+            webhook_timeout_ms: 10_000,
         }
     }
 }
@@ -103,6 +122,90 @@ impl Config {
         self.listen
             .clone()
             .unwrap_or_else(|| "127.0.0.1:8080".to_owned())
+    }
+
+    /// Where webhooks may go: the SSRF guard's policy.
+    pub fn egress_policy(&self) -> Result<portcullis_egress::EgressPolicy> {
+        let list = |s: &Option<String>| -> Vec<String> {
+            s.as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let allowed_cidrs = list(&self.webhook_allowed_cidrs)
+            .iter()
+            .map(|c| {
+                c.parse::<ipnet::IpNet>()
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .with_context(|| format!("PORTCULLIS_WEBHOOK_ALLOWED_CIDRS: {c:?} is not a CIDR"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ports = list(&self.webhook_allowed_ports);
+        let allowed_ports = if !ports.is_empty() {
+            Some(
+                ports
+                    .iter()
+                    .map(|p| {
+                        p.parse::<u16>().with_context(|| {
+                            format!("PORTCULLIS_WEBHOOK_ALLOWED_PORTS: {p:?} is not a port")
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        } else if self.dev {
+            None
+        } else {
+            Some(portcullis_egress::EgressPolicy::PRODUCTION_PORTS.to_vec())
+        };
+        Ok(portcullis_egress::EgressPolicy {
+            allow_http: self.webhook_allow_http.unwrap_or(self.dev),
+            allowed_ports,
+            allowed_cidrs,
+        })
+    }
+
+    /// The resolver for webhook hosts.
+    pub fn egress_resolver(&self) -> Result<portcullis_egress::Resolver> {
+        let servers = self
+            .webhook_dns_servers
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<std::net::SocketAddr>()
+                    .with_context(|| format!("PORTCULLIS_WEBHOOK_DNS_SERVERS: {s:?} is not ip:port"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(if servers.is_empty() {
+            portcullis_egress::Resolver::System
+        } else {
+            portcullis_egress::Resolver::Nameservers(servers)
+        })
+    }
+
+    pub fn webhook_config(&self) -> Result<portcullis_webhooks::WebhookConfig> {
+        let mut c = portcullis_webhooks::WebhookConfig {
+            timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
+            ..Default::default()
+        };
+        if let Some(s) = &self.webhook_retry_schedule_ms {
+            c.retry_schedule = s
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<u64>().map(Duration::from_millis).with_context(|| {
+                        format!("PORTCULLIS_WEBHOOK_RETRY_SCHEDULE_MS: {p:?} is not milliseconds")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+        }
+        Ok(c)
     }
 
     pub fn simulator_delay(&self) -> Duration {

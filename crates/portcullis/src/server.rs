@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusHandle;
+use portcullis_api::realtime::RealtimeTokens;
 use portcullis_api::{ApiConfig, AppState, auth::LastUsed};
+use portcullis_egress::Egress;
+use portcullis_webhooks::Webhooks;
 use portcullis_crypto::Keyring;
 use portcullis_pipeline::{Pipeline, PipelineConfig};
 use portcullis_providers::simulator::SimulatorConfig;
@@ -57,7 +60,17 @@ impl Server {
             ..PipelineConfig::default()
         };
         let pipeline = Pipeline::start(store.clone(), pipeline_config).await?;
+        let egress = Egress::new(config.egress_policy()?, config.egress_resolver()?)
+            .map_err(|e| anyhow::anyhow!("building the webhook client: {e}"))?;
+        let webhooks = Webhooks::start(
+            store.clone(),
+            egress,
+            config.webhook_config()?,
+            pipeline.events_written(),
+        );
+        let realtime = Arc::new(RealtimeTokens::default());
         let last_used = Arc::new(LastUsed::default());
+        let shutdown = CancellationToken::new();
         let state = AppState {
             store: store.clone(),
             pipeline: pipeline.clone(),
@@ -68,12 +81,19 @@ impl Server {
             }),
             metrics,
             last_used: last_used.clone(),
+            webhooks: webhooks.clone(),
+            realtime: realtime.clone(),
+            shutdown: shutdown.clone(),
         };
         let app = portcullis_api::router(state);
         let addr = listener.local_addr()?;
-        let shutdown = CancellationToken::new();
 
-        let background = spawn_housekeeping(db.clone(), last_used.clone(), shutdown.clone());
+        let background = spawn_housekeeping(
+            store.clone(),
+            last_used.clone(),
+            realtime,
+            shutdown.clone(),
+        );
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
             axum::serve(
@@ -83,8 +103,10 @@ impl Server {
             .with_graceful_shutdown(token.cancelled_owned())
             .await
             .context("serving HTTP")?;
-            // Requests have drained; now let in-flight sends finish and be recorded.
+            // Requests have drained; now let in-flight sends finish and be recorded, then
+            // the last events be relayed and attempts in flight be recorded.
             pipeline.shutdown().await;
+            webhooks.shutdown().await;
             let _ = background.await;
             flush_last_used(&db, &last_used).await;
             db.close().await;
@@ -115,11 +137,17 @@ impl Server {
     }
 }
 
+/// How long events and finished deliveries are kept (resume cursors, the delivery log).
+const EVENT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+const DELIVERY_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+
 fn spawn_housekeeping(
-    db: Db,
+    store: Store,
     last_used: Arc<LastUsed>,
+    realtime: Arc<RealtimeTokens>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
+    let db = store.db.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         let mut sweeps = 0u32;
@@ -129,13 +157,20 @@ fn spawn_housekeeping(
                 _ = tick.tick() => {}
             }
             flush_last_used(&db, &last_used).await;
+            let now = portcullis_store::now_ms();
+            realtime.sweep(now);
             sweeps += 1;
             // Hourly (the tick is 2 s).
-            if sweeps.is_multiple_of(1800)
-                && let Err(e) =
-                    portcullis_store::idempotency::sweep(&db, portcullis_store::now_ms()).await
-            {
-                tracing::warn!(error = %e, "idempotency sweep failed");
+            if sweeps.is_multiple_of(1800) {
+                if let Err(e) = portcullis_store::idempotency::sweep(&db, now).await {
+                    tracing::warn!(error = %e, "idempotency sweep failed");
+                }
+                if let Err(e) = store.sweep_deliveries(now - DELIVERY_RETENTION_MS).await {
+                    tracing::warn!(error = %e, "webhook delivery sweep failed");
+                }
+                if let Err(e) = store.sweep_events(now - EVENT_RETENTION_MS).await {
+                    tracing::warn!(error = %e, "event sweep failed");
+                }
             }
         }
     })

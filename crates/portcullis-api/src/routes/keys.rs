@@ -194,6 +194,9 @@ pub async fn rotate(
             portcullis_store::StoreError::Conflict(m) => ApiError::conflict("key_not_active", m),
             other => other.into(),
         })?;
+    if grace == 0 {
+        state.realtime.revoke_key(&id);
+    }
     tracing::info!(old_key_id = %id, key_id = %record.id, grace_seconds = grace, "api key rotated");
     Ok((StatusCode::CREATED, Json(CreatedKey::new(&record, &new))))
 }
@@ -213,6 +216,7 @@ pub async fn revoke(
 ) -> Result<Json<KeyView>, ApiError> {
     let id = KeyId::parse(&id).map_err(|_| ApiError::not_found())?;
     let record = keys::revoke(&state.store.db, &auth.app_id, &id).await?;
+    state.realtime.revoke_key(&id);
     tracing::info!(key_id = %id, "api key revoked");
     Ok(Json(KeyView::from_record(&record)))
 }

@@ -6,6 +6,8 @@ pub mod inbound;
 pub mod keys;
 pub mod messages;
 pub mod policy;
+pub mod realtime;
+pub mod webhooks;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -44,4 +46,20 @@ pub fn router() -> Router<AppState> {
             axum::routing::delete(policy::delete_consent),
         )
         .route("/v1/policy-events", get(policy::list_policy_events))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhooks/secret/rotate", post(webhooks::rotate_secret))
+        .route("/v1/webhooks/deliveries", get(webhooks::list_deliveries))
+        .route(
+            "/v1/webhooks/deliveries/{id}/replay",
+            post(webhooks::replay),
+        )
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route("/v1/webhooks/{id}/recover", post(webhooks::recover))
+        .route("/v1/realtime/tokens", post(realtime::create_token))
+        .route("/v1/realtime", get(realtime::stream))
 }

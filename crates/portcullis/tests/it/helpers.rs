@@ -55,6 +55,8 @@ pub struct TestApp {
 pub struct Options {
     pub simulator_delay_ms: u64,
     pub dev: bool,
+    /// Last word on the configuration.
+    pub configure: fn(&mut Config),
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
         Options {
             simulator_delay_ms: 50,
             dev: true,
+            configure: |_| {},
         }
     }
 }
@@ -92,7 +95,7 @@ impl TestApp {
                 (Some(format!("{base}/{name}")), Some(name))
             }
         };
-        let config = Config {
+        let mut config = Config {
             dev: opts.dev,
             data_dir: dir.path().to_path_buf(),
             database_url,
@@ -106,6 +109,7 @@ impl TestApp {
             job_lease_seconds: 5,
             ..Config::default()
         };
+        (opts.configure)(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -309,6 +313,20 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("clean shutdown");
         }
+    }
+
+    /// Restarts the server on the same database with an edited configuration.
+    pub async fn restart(&mut self, edit: impl FnOnce(&mut Config)) {
+        self.stop_server().await;
+        edit(&mut self.config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = Server::start(&self.config, listener, None)
+            .await
+            .expect("server restarts");
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
     }
 
     /// Stops the server and drops the test's PostgreSQL database.

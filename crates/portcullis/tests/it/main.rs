@@ -13,3 +13,4 @@ mod messages;
 mod multi_instance;
 mod openapi;
 mod policy;
+mod webhooks;
