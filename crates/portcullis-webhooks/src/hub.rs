@@ -153,3 +153,49 @@ impl Hub {
         subs.retain(|_, l| !l.is_empty());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_crypto::{Keyring, MasterKey};
+    use portcullis_store::Db;
+
+    fn frame(app: &AppId, n: i64) -> Arc<Rendered> {
+        Arc::new(Rendered {
+            event_id: format!("evt_{n}"),
+            app_id: app.clone(),
+            seq: n,
+            body: String::new(),
+            frame: format!("{{\"n\":{n}}}"),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_is_cut_off_and_others_keep_receiving() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        let store = Store::new(db, Arc::new(Keyring::new(&MasterKey::generate())));
+        let hub = Hub::new(store, 2);
+        let (app, other) = (AppId::new(), AppId::new());
+        let slow = hub.subscribe(&app);
+        let mut fast = hub.subscribe(&app);
+        let mut elsewhere = hub.subscribe(&other);
+        assert_eq!(hub.connections(), 3);
+        for n in 1..=3 {
+            hub.push(&[frame(&app, n)]);
+            // The fast subscriber keeps up.
+            assert_eq!(fast.events.recv().await.unwrap().seq, n);
+        }
+        assert!(slow.overflowed.is_cancelled(), "the third frame did not fit");
+        assert!(!fast.overflowed.is_cancelled());
+        assert!(elsewhere.events.try_recv().is_err(), "other apps see nothing");
+        hub.push(&[frame(&app, 4)]);
+        assert_eq!(fast.events.recv().await.unwrap().seq, 4);
+        drop(slow);
+        assert_eq!(hub.connections(), 2);
+        drop(fast);
+        assert!(!hub.is_subscribed(&app));
+    }
+}

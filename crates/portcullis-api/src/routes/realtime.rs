@@ -3,8 +3,11 @@
 //! A stream carries the app's events as the same JSON as webhook bodies plus `"id"`. A
 //! client that reconnects passes `since=<last event id>` and first receives what it
 //! missed, then the live stream; the hub subscription is opened before the backlog is read
-//! and frames are deduplicated by position, so nothing falls between the two.
+//! and live frames already sent from the backlog are skipped by id, so nothing falls
+//! between the two and nothing is sent twice. (Positions cannot be used for this: on
+//! PostgreSQL events commit, and so arrive, out of position order.)
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::Json;
@@ -153,10 +156,10 @@ async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
 
 async fn run(state: AppState, grant: Grant, since: Option<String>, mut socket: WebSocket) {
     let mut sub = state.webhooks.hub().subscribe(&grant.app_id);
-    let mut last_seq = 0i64;
+    let mut replayed = HashSet::new();
     if let Some(since) = since {
         match backlog(&state, &grant.app_id, &since, &mut socket).await {
-            Ok(Some(seq)) => last_seq = seq,
+            Ok(Some(sent)) => replayed = sent,
             Ok(None) => return close(socket, CLOSE_BAD_CURSOR, "unknown event id in since").await,
             Err(()) => return,
         }
@@ -170,10 +173,9 @@ async fn run(state: AppState, grant: Grant, since: Option<String>, mut socket: W
         tokio::select! {
             frame = sub.events.recv() => {
                 let Some(frame) = frame else { return };
-                if frame.seq <= last_seq {
+                if !replayed.is_empty() && replayed.remove(&frame.event_id) {
                     continue;
                 }
-                last_seq = frame.seq;
                 if socket.send(Message::Text(frame.frame.clone().into())).await.is_err() {
                     return;
                 }
@@ -208,14 +210,14 @@ async fn run(state: AppState, grant: Grant, since: Option<String>, mut socket: W
     }
 }
 
-/// Sends the app's events after `since`. `Ok(None)` when `since` is not one of the app's
-/// events; `Err` when the socket is gone.
+/// Sends the app's events after `since` and returns their ids. `Ok(None)` when `since` is
+/// not one of the app's events; `Err` when the socket is gone.
 async fn backlog(
     state: &AppState,
     app: &AppId,
     since: &str,
     socket: &mut WebSocket,
-) -> Result<Option<i64>, ()> {
+) -> Result<Option<HashSet<String>>, ()> {
     let mut seq = match state.store.event_seq(app, since).await {
         Ok(s) => s,
         Err(StoreError::NotFound) => return Ok(None),
@@ -224,8 +226,8 @@ async fn backlog(
             return Err(());
         }
     };
-    let mut sent = 0usize;
-    while sent < MAX_BACKLOG {
+    let mut sent = HashSet::new();
+    while sent.len() < MAX_BACKLOG {
         let events = match state.store.events_since(app, seq, 500).await {
             Ok(e) => e,
             Err(e) => {
@@ -250,9 +252,9 @@ async fn backlog(
                     .send(Message::Text(r.frame.clone().into()))
                     .await
                     .map_err(|_| ())?;
-                sent += 1;
+                sent.insert(r.event_id.clone());
             }
         }
     }
-    Ok(Some(seq))
+    Ok(Some(sent))
 }

@@ -13,4 +13,5 @@ mod messages;
 mod multi_instance;
 mod openapi;
 mod policy;
+mod realtime;
 mod webhooks;
