@@ -486,3 +486,86 @@ both_backends!(
     gone_disables_and_the_guard_blocks_at_connection,
     webhook_urls_are_vetted_when_saved,
 );
+
+/// A Python with the official `standardwebhooks` package importable: installed from PyPI
+/// into the target dir on first use (pinned), so the suite needs no manual setup.
+fn python_with_standardwebhooks() -> std::path::PathBuf {
+    // Tests run in parallel; one installs, the others wait for it.
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let vendor = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyvendor");
+    let importable = || {
+        std::process::Command::new("python3")
+            .args(["-c", "import standardwebhooks.webhooks"])
+            .env("PYTHONPATH", &vendor)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if !importable() {
+        let out = std::process::Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+            .arg(&vendor)
+            .arg("standardwebhooks==1.1.0")
+            .output()
+            .expect("python3 -m pip runs");
+        assert!(
+            out.status.success() && importable(),
+            "installing the official standardwebhooks package from PyPI failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    vendor
+}
+
+async fn the_official_library_verifies_real_deliveries(backend: Backend) {
+    let vendor = python_with_standardwebhooks();
+    let app = TestApp::spawn_with(backend, local_receivers()).await;
+    let rx = Receiver::start(0, 200).await;
+    let (_, ep) = app
+        .post(
+            "/v1/webhooks",
+            &app.admin_key,
+            &json!({"url": rx.url, "events": ["message.delivered"]}),
+        )
+        .await;
+    let old = ep["secret"].as_str().unwrap().to_owned();
+    let (_, rotated) = app
+        .post("/v1/webhooks/secret/rotate", &app.admin_key, &json!({}))
+        .await;
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    app.send("+14155550310", "verify me").await;
+    let got = rx.wait_for("a delivery", |g| ok_2xx(g).len() == 1).await;
+    let r = &got[0];
+    let case = json!({
+        "body": r.body,
+        "headers": {
+            "webhook-id": r.id,
+            "webhook-timestamp": r.timestamp,
+            "webhook-signature": r.signature,
+        },
+        "secrets": [old, new],
+        "stranger": WebhookSecret::generate().to_whsec_string().expose(),
+        "type": "message.delivered",
+    });
+    let file = app.config.data_dir.join("case.json");
+    std::fs::write(&file, case.to_string()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/py/verify_official.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(&file)
+        .env("PYTHONPATH", &vendor)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "official library: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    app.stop().await;
+}
+
+both_backends!(the_official_library_verifies_real_deliveries);
