@@ -56,16 +56,30 @@ pub(crate) async fn handle(
             // One confirmation: a repeated STOP from a suppressed number gets no answer.
             let reply = created.then(|| app.policy.opt_out_confirmation.clone());
             if created {
-                recipient_event(store, tx, app, inbound, EventType::RecipientOptedOut, &keyword)
-                    .await?;
+                recipient_event(
+                    store,
+                    tx,
+                    app,
+                    inbound,
+                    EventType::RecipientOptedOut,
+                    &keyword,
+                )
+                .await?;
             }
             (vec![event("opted_out", "opt_out_keyword", reason)], reply)
         }
         Intent::OptIn { keyword } => {
             let lifted = store.unsuppress_phone(tx, &app.id, &inbound.from).await?;
             if lifted {
-                recipient_event(store, tx, app, inbound, EventType::RecipientOptedIn, &keyword)
-                    .await?;
+                recipient_event(
+                    store,
+                    tx,
+                    app,
+                    inbound,
+                    EventType::RecipientOptedIn,
+                    &keyword,
+                )
+                .await?;
                 let reason = format!("inbound message matched opt-in keyword {keyword:?}");
                 (
                     vec![event("opted_in", "opt_in_keyword", reason)],

@@ -184,15 +184,14 @@ impl Store {
             crate::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             crate::Backend::Sqlite => "",
         };
-        let ids: Vec<(String,)> = on_tx!(&mut *tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(
-            format!(
+        let ids: Vec<(String,)> =
+            on_tx!(&mut *tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM event_outbox WHERE event_id IN (SELECT event_id FROM event_outbox \
                  ORDER BY event_id LIMIT $1{lock}) RETURNING event_id"
-            )
-        ))
-        .bind(i64::from(limit))
-        .fetch_all(c)
-        .await)?;
+            )))
+            .bind(i64::from(limit))
+            .fetch_all(c)
+            .await)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -248,7 +247,9 @@ impl Store {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let rows: Vec<EventRow> = on_pool!(self.db.read(), |p| sqlx::query_as(
+        let rows: Vec<EventRow> =
+            on_pool!(self.db.read(), |p| {
+                sqlx::query_as(
             sqlx::AssertSqlSafe(format!(
                 "SELECT {COLUMNS} FROM events WHERE app_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
             ))
@@ -257,7 +258,8 @@ impl Store {
         .bind(after_seq)
         .bind(i64::from(limit))
         .fetch_all(p)
-        .await)?;
+        .await
+            })?;
         rows.into_iter().map(|r| self.open_event(r)).collect()
     }
 

@@ -240,7 +240,12 @@ impl Store {
         })
     }
 
-    fn open_secret(&self, column: &str, app: &str, sealed: &[u8]) -> Result<WebhookSecret, StoreError> {
+    fn open_secret(
+        &self,
+        column: &str,
+        app: &str,
+        sealed: &[u8],
+    ) -> Result<WebhookSecret, StoreError> {
         let s = Secret::new(self.open_string(column, app, sealed)?);
         WebhookSecret::from_whsec(s.expose()).map_err(StoreError::corrupt)
     }
@@ -256,7 +261,8 @@ impl Store {
         let id = WebhookEndpointId::new();
         let now = now_ms();
         let mut tx = self.db.begin().await?;
-        on_tx!(&mut tx, |c| sqlx::query(
+        on_tx!(&mut tx, |c| {
+            sqlx::query(
             "INSERT INTO webhook_endpoints (id, tenant_id, app_id, url_sealed, events, description, \
              enabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
         )
@@ -270,7 +276,8 @@ impl Store {
         .bind(now)
         .execute(c)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())
+        })?;
         let secret = WebhookSecret::generate();
         let whsec = secret.to_whsec_string();
         let created = on_tx!(&mut tx, |c| sqlx::query(
@@ -295,14 +302,15 @@ impl Store {
         app: &AppId,
         id: &WebhookEndpointId,
     ) -> Result<Endpoint, StoreError> {
-        let row: Option<EndpointRow> =
-            on_pool!(self.db.read(), |p| sqlx::query_as(sqlx::AssertSqlSafe(
-                format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE app_id = $1 AND id = $2")
+        let row: Option<EndpointRow> = on_pool!(self.db.read(), |p| sqlx::query_as(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE app_id = $1 AND id = $2"
             ))
-            .bind(app.as_str())
-            .bind(id.as_str())
-            .fetch_optional(p)
-            .await)?;
+        )
+        .bind(app.as_str())
+        .bind(id.as_str())
+        .fetch_optional(p)
+        .await)?;
         self.open_endpoint(row.ok_or(StoreError::NotFound)?)
     }
 
@@ -454,8 +462,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         for chunk in ids.chunks(500) {
             on_tx!(&mut *tx, |c| {
-                let mut qb = QueryBuilder::new("UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ");
-                qb.push_bind(reason).push(", updated_at = ").push_bind(now_ms());
+                let mut qb = QueryBuilder::new(
+                    "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ",
+                );
+                qb.push_bind(reason)
+                    .push(", updated_at = ")
+                    .push_bind(now_ms());
                 qb.push(" WHERE enabled = 1 AND id IN (");
                 let mut sep = qb.separated(", ");
                 for id in chunk {
@@ -597,13 +609,15 @@ impl Store {
             crate::Backend::Sqlite => "",
         };
         let rows: Vec<(String, String, String, String, i64)> =
-            on_pool!(self.db.write(), |p| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = $1 \
+            on_pool!(self.db.write(), |p| sqlx::query_as(sqlx::AssertSqlSafe(
+                format!(
+                    "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = $1 \
                  WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' \
                  AND next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until < $2) \
                  ORDER BY next_attempt_at LIMIT $3{lock}) \
                  RETURNING id, app_id, endpoint_id, event_id, attempts"
-            )))
+                )
+            ))
             .bind(lease_until)
             .bind(now)
             .bind(i64::from(limit))
@@ -780,7 +794,9 @@ impl Store {
                 let mut qb = QueryBuilder::new(
                     "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, last_error = ",
                 );
-                qb.push_bind(reason).push(", updated_at = ").push_bind(now_ms());
+                qb.push_bind(reason)
+                    .push(", updated_at = ")
+                    .push_bind(now_ms());
                 qb.push(" WHERE status = 'pending' AND id IN (");
                 let mut sep = qb.separated(", ");
                 for id in chunk {
@@ -904,14 +920,15 @@ impl Store {
 
     /// One delivery of an app, with its attempts.
     pub async fn get_delivery(&self, app: &AppId, id: &DeliveryId) -> Result<Delivery, StoreError> {
-        let row: Option<DeliveryRow> =
-            on_pool!(self.db.read(), |p| sqlx::query_as(sqlx::AssertSqlSafe(
-                format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE app_id = $1 AND id = $2")
+        let row: Option<DeliveryRow> = on_pool!(self.db.read(), |p| sqlx::query_as(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE app_id = $1 AND id = $2"
             ))
-            .bind(app.as_str())
-            .bind(id.as_str())
-            .fetch_optional(p)
-            .await)?;
+        )
+        .bind(app.as_str())
+        .bind(id.as_str())
+        .fetch_optional(p)
+        .await)?;
         let mut d = vec![Self::delivery_from_row(row.ok_or(StoreError::NotFound)?)?];
         self.attach_attempts(&mut d).await?;
         Ok(d.remove(0))

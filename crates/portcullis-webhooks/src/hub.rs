@@ -61,11 +61,14 @@ impl Hub {
         let (tx, rx) = mpsc::channel(self.buffer);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let overflowed = CancellationToken::new();
-        self.lock().entry(app.clone()).or_default().push(Subscriber {
-            id,
-            tx,
-            overflowed: overflowed.clone(),
-        });
+        self.lock()
+            .entry(app.clone())
+            .or_default()
+            .push(Subscriber {
+                id,
+                tx,
+                overflowed: overflowed.clone(),
+            });
         metrics::gauge!("portcullis_realtime_connections").increment(1.0);
         Subscription {
             events: rx,
@@ -188,9 +191,15 @@ mod tests {
             // The fast subscriber keeps up.
             assert_eq!(fast.events.recv().await.unwrap().seq, n);
         }
-        assert!(slow.overflowed.is_cancelled(), "the third frame did not fit");
+        assert!(
+            slow.overflowed.is_cancelled(),
+            "the third frame did not fit"
+        );
         assert!(!fast.overflowed.is_cancelled());
-        assert!(elsewhere.events.try_recv().is_err(), "other apps see nothing");
+        assert!(
+            elsewhere.events.try_recv().is_err(),
+            "other apps see nothing"
+        );
         hub.push(&[frame(&app, 4)]);
         assert_eq!(fast.events.recv().await.unwrap().seq, 4);
         drop(slow);

@@ -104,10 +104,7 @@ fn data_of(
                 data.insert("to".into(), m.to.as_str().into());
                 data.insert("channel".into(), m.channel.as_str().into());
                 data.insert("body".into(), m.body.as_str().into());
-                data.insert(
-                    "received_at".into(),
-                    crate::rfc3339(m.received_at).into(),
-                );
+                data.insert("received_at".into(), crate::rfc3339(m.received_at).into());
             } else if let Some(s) = subject {
                 data.insert("id".into(), s.into());
             }
@@ -150,8 +147,8 @@ fn data_of(
 
 fn finish(e: &EventRecord, mut data: Map<String, Value>) -> Rendered {
     let timestamp = crate::rfc3339(e.created_at);
-    let mut body = json!({ "type": e.kind.as_str(), "timestamp": timestamp, "data": data })
-        .to_string();
+    let mut body =
+        json!({ "type": e.kind.as_str(), "timestamp": timestamp, "data": data }).to_string();
     if body.len() > MAX_BODY_BYTES {
         // Metadata is the app's own and can be fetched; an inbound body is cut to fit.
         data.remove("metadata");
@@ -207,7 +204,10 @@ mod tests {
 
     #[test]
     fn recipient_events_mask_the_number_unless_the_app_opts_in() {
-        let e = event(EventType::RecipientOptedOut, json!({"source": "inbound_keyword"}));
+        let e = event(
+            EventType::RecipientOptedOut,
+            json!({"source": "inbound_keyword"}),
+        );
         let masked = finish(&e, data_of(&e, &HashMap::new(), &HashMap::new(), false));
         assert!(masked.body.contains("+1415555****"), "{}", masked.body);
         assert!(!masked.body.contains("0123"));

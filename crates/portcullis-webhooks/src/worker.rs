@@ -129,7 +129,10 @@ async fn dispatch(
     let mut dead: HashMap<&'static str, Vec<&str>> = HashMap::new();
     for job in &batch {
         let prepared = (|| {
-            let Some(ep) = endpoints.get(job.endpoint_id.as_str()).filter(|e| e.enabled) else {
+            let Some(ep) = endpoints
+                .get(job.endpoint_id.as_str())
+                .filter(|e| e.enabled)
+            else {
                 return Err("endpoint disabled or deleted");
             };
             let Some(r) = rendered.get(&job.event_id) else {
@@ -218,12 +221,7 @@ async fn attempt(
     };
     let now = now_ms();
     let timestamp = now / 1000;
-    let signature = sign_all(
-        &p.secrets.active(now),
-        &job.event_id,
-        timestamp,
-        &p.body,
-    );
+    let signature = sign_all(&p.secrets.active(now), &job.event_id, timestamp, &p.body);
     let mut headers = HeaderMap::new();
     headers.insert(
         http::header::CONTENT_TYPE,

@@ -62,8 +62,32 @@ pub enum Command {
     Keys(KeysCmd),
     #[command(subcommand)]
     Connections(ConnectionsCmd),
+    #[command(subcommand)]
+    Webhooks(WebhooksCmd),
     /// Drive a running gateway with load over HTTP and print throughput and latency.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCmd {
+    /// Check a received webhook's signature as a receiver would (Standard Webhooks).
+    /// Exits 0 when it is valid, 1 when it is not.
+    Verify {
+        /// The app's `whsec_…` secret (or set PORTCULLIS_WEBHOOK_SECRET, which keeps it out
+        /// of the process list).
+        #[arg(long, env = "PORTCULLIS_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        /// The request's headers: a JSON object, or `name: value` lines; `@FILE` reads them
+        /// from a file.
+        #[arg(long)]
+        headers: String,
+        /// The raw request body, exactly as received; `@FILE` reads it from a file.
+        #[arg(long)]
+        body: String,
+        /// Seconds a timestamp may be off (default 300).
+        #[arg(long, default_value_t = 300)]
+        tolerance: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +151,13 @@ pub enum AppsCmd {
         /// Pause or resume sending.
         #[arg(long)]
         paused: Option<bool>,
+        /// Show recipients' full numbers in this app's webhooks and realtime events.
+        #[arg(long)]
+        webhook_full_numbers: Option<bool>,
+        /// Browser origins allowed to open the realtime stream (comma-separated, e.g.
+        /// https://app.example.com); `none` clears the list.
+        #[arg(long)]
+        realtime_origins: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -229,6 +260,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Apps(cmd) => apps_cmd(&config, cmd).await,
         Command::Keys(cmd) => keys_cmd(&config, cmd).await,
         Command::Connections(cmd) => connections_cmd(&config, cmd).await,
+        Command::Webhooks(cmd) => webhooks_cmd(cmd),
         Command::Bench(args) => crate::bench::run(args).await,
     }
 }
@@ -323,6 +355,114 @@ async fn tenants_cmd(config: &Config, cmd: TenantsCmd) -> Result<()> {
     Ok(())
 }
 
+/// Origins as browsers send them: `scheme://host[:port]`, nothing else.
+fn parse_origins(list: &str) -> Result<Vec<String>> {
+    if list.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    list.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let u = url::Url::parse(o).map_err(|_| anyhow::anyhow!("{o:?} is not an origin"))?;
+            let origin = u.origin().ascii_serialization();
+            if origin != o.trim_end_matches('/') || !matches!(u.scheme(), "https" | "http") {
+                bail!("{o:?} is not an origin (scheme://host[:port], no path)");
+            }
+            Ok(origin)
+        })
+        .collect()
+}
+
+fn webhooks_cmd(cmd: WebhooksCmd) -> Result<()> {
+    match cmd {
+        WebhooksCmd::Verify {
+            secret,
+            headers,
+            body,
+            tolerance,
+        } => {
+            let read = |v: &str| -> Result<String> {
+                match v.strip_prefix('@') {
+                    Some(path) => {
+                        std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
+                    }
+                    None => Ok(v.to_owned()),
+                }
+            };
+            let headers = parse_headers(&read(&headers)?)?;
+            let body = read(&body)?;
+            match verify_webhook(
+                &secret,
+                &headers,
+                &body,
+                tolerance,
+                jiff::Timestamp::now().as_second(),
+            ) {
+                Ok(()) => {
+                    println!("valid");
+                    Ok(())
+                }
+                Err(reason) => {
+                    println!("invalid: {reason}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}
+
+/// Headers from a JSON object or `name: value` lines, names lower-cased.
+fn parse_headers(text: &str) -> Result<std::collections::HashMap<String, String>> {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(text) {
+        return Ok(map
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.to_ascii_lowercase(), v.to_owned())))
+            .collect());
+    }
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect())
+}
+
+fn verify_webhook(
+    secret: &str,
+    headers: &std::collections::HashMap<String, String>,
+    body: &str,
+    tolerance: i64,
+    now: i64,
+) -> std::result::Result<(), String> {
+    let secret = portcullis_crypto::WebhookSecret::from_whsec(secret)
+        .map_err(|_| "the secret is not a whsec_ secret".to_owned())?;
+    let get = |n: &str| {
+        headers
+            .get(n)
+            .map(String::as_str)
+            .ok_or_else(|| format!("missing {n} header"))
+    };
+    let (id, ts, sig) = (
+        get("webhook-id")?,
+        get("webhook-timestamp")?,
+        get("webhook-signature")?,
+    );
+    let ts: i64 = ts
+        .parse()
+        .map_err(|_| "webhook-timestamp is not unix seconds".to_owned())?;
+    if (now - ts).abs() > tolerance {
+        return Err(format!(
+            "timestamp is {} seconds from now (tolerance {tolerance})",
+            now - ts
+        ));
+    }
+    if portcullis_crypto::webhook::verify(&[secret], id, ts, body.as_bytes(), sig, now, tolerance) {
+        Ok(())
+    } else {
+        Err("no signature matches this secret".to_owned())
+    }
+}
+
 fn parse_app(s: &str) -> Result<AppId> {
     AppId::parse(s).map_err(|_| anyhow::anyhow!("{s:?} is not an app id (app_…)"))
 }
@@ -388,6 +528,8 @@ async fn apps_cmd(config: &Config, cmd: AppsCmd) -> Result<()> {
             consent_for_non_essential,
             allowed_countries,
             paused,
+            webhook_full_numbers,
+            realtime_origins,
             json,
         } => {
             let app_id = parse_app(&app)?;
@@ -435,6 +577,12 @@ async fn apps_cmd(config: &Config, cmd: AppsCmd) -> Result<()> {
             }
             if let Some(v) = paused {
                 current.policy.paused = v;
+            }
+            if let Some(v) = webhook_full_numbers {
+                current.policy.webhook_full_numbers = v;
+            }
+            if let Some(list) = realtime_origins {
+                current.policy.realtime_origins = parse_origins(&list)?;
             }
             apps::set_allowed_purposes(&db, &app_id, &current.allowed_purposes).await?;
             apps::set_policy(&db, &app_id, &current.policy).await?;
@@ -630,4 +778,51 @@ async fn connections_cmd(config: &Config, cmd: ConnectionsCmd) -> Result<()> {
     }
     db.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_accepts_our_signature_and_names_what_is_wrong() {
+        let secret = portcullis_crypto::WebhookSecret::generate();
+        let whsec = secret.to_whsec_string().expose().clone();
+        let body = r#"{"type":"message.sent"}"#;
+        let sig = portcullis_crypto::webhook::sign(&secret, "evt_1", 1_000, body.as_bytes());
+        let headers = parse_headers(&format!(
+            "webhook-id: evt_1\nWebhook-Timestamp: 1000\nwebhook-signature: {sig}"
+        ))
+        .unwrap();
+        assert_eq!(verify_webhook(&whsec, &headers, body, 300, 1_100), Ok(()));
+        assert!(
+            verify_webhook(&whsec, &headers, body, 300, 1_400)
+                .unwrap_err()
+                .contains("timestamp")
+        );
+        assert!(
+            verify_webhook(&whsec, &headers, "{}", 300, 1_100)
+                .unwrap_err()
+                .contains("no signature")
+        );
+        let json =
+            serde_json::json!({"webhook-id": "evt_1", "webhook-timestamp": "1000"}).to_string();
+        let partial = parse_headers(&json).unwrap();
+        assert!(
+            verify_webhook(&whsec, &partial, body, 300, 1_100)
+                .unwrap_err()
+                .contains("webhook-signature")
+        );
+    }
+
+    #[test]
+    fn origins_are_scheme_host_port_only() {
+        assert_eq!(
+            parse_origins("https://app.example.com, http://localhost:3000").unwrap(),
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        assert!(parse_origins("https://app.example.com/path").is_err());
+        assert!(parse_origins("app.example.com").is_err());
+        assert!(parse_origins("none").unwrap().is_empty());
+    }
 }

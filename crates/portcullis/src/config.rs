@@ -140,7 +140,9 @@ impl Config {
             .map(|c| {
                 c.parse::<ipnet::IpNet>()
                     .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .with_context(|| format!("PORTCULLIS_WEBHOOK_ALLOWED_CIDRS: {c:?} is not a CIDR"))
+                    .with_context(|| {
+                        format!("PORTCULLIS_WEBHOOK_ALLOWED_CIDRS: {c:?} is not a CIDR")
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
         let ports = list(&self.webhook_allowed_ports);
@@ -177,8 +179,9 @@ impl Config {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| {
-                s.parse::<std::net::SocketAddr>()
-                    .with_context(|| format!("PORTCULLIS_WEBHOOK_DNS_SERVERS: {s:?} is not ip:port"))
+                s.parse::<std::net::SocketAddr>().with_context(|| {
+                    format!("PORTCULLIS_WEBHOOK_DNS_SERVERS: {s:?} is not ip:port")
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(if servers.is_empty() {
@@ -194,16 +197,16 @@ impl Config {
             ..Default::default()
         };
         if let Some(s) = &self.webhook_retry_schedule_ms {
-            c.retry_schedule = s
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    p.parse::<u64>().map(Duration::from_millis).with_context(|| {
+            c.retry_schedule =
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse::<u64>().map(Duration::from_millis).with_context(|| {
                         format!("PORTCULLIS_WEBHOOK_RETRY_SCHEDULE_MS: {p:?} is not milliseconds")
                     })
-                })
-                .collect::<Result<Vec<_>>>()?;
+                    })
+                    .collect::<Result<Vec<_>>>()?;
         }
         Ok(c)
     }

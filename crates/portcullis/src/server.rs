@@ -9,12 +9,12 @@ use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusHandle;
 use portcullis_api::realtime::RealtimeTokens;
 use portcullis_api::{ApiConfig, AppState, auth::LastUsed};
-use portcullis_egress::Egress;
-use portcullis_webhooks::Webhooks;
 use portcullis_crypto::Keyring;
+use portcullis_egress::Egress;
 use portcullis_pipeline::{Pipeline, PipelineConfig};
 use portcullis_providers::simulator::SimulatorConfig;
 use portcullis_store::{Db, Store};
+use portcullis_webhooks::Webhooks;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -88,12 +88,8 @@ impl Server {
         let app = portcullis_api::router(state);
         let addr = listener.local_addr()?;
 
-        let background = spawn_housekeeping(
-            store.clone(),
-            last_used.clone(),
-            realtime,
-            shutdown.clone(),
-        );
+        let background =
+            spawn_housekeeping(store.clone(), last_used.clone(), realtime, shutdown.clone());
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
             axum::serve(

@@ -84,7 +84,9 @@ pub struct UpdateEndpoint {
 mod serde_with_null {
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
         Option::<String>::deserialize(d).map(Some)
     }
 }
@@ -114,12 +116,12 @@ fn event_types(names: Option<Vec<String>>) -> Result<Vec<EventType>, ApiError> {
 
 fn description(d: Option<String>) -> Result<Option<String>, ApiError> {
     match d {
-        Some(d)
-            if d.chars().count() > MAX_DESCRIPTION || d.chars().any(|c| c.is_control()) =>
-        {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION || d.chars().any(|c| c.is_control()) => {
             Err(ApiError::unprocessable(
                 "invalid_request",
-                format!("description must be at most {MAX_DESCRIPTION} characters without control characters"),
+                format!(
+                    "description must be at most {MAX_DESCRIPTION} characters without control characters"
+                ),
             ))
         }
         d => Ok(d),
@@ -458,7 +460,12 @@ pub async fn list_deliveries(
     };
     let result = state
         .store
-        .list_deliveries(&auth.app_id, &filter, page.cursor()?.as_ref(), page.limit()?)
+        .list_deliveries(
+            &auth.app_id,
+            &filter,
+            page.cursor()?.as_ref(),
+            page.limit()?,
+        )
         .await?;
     Ok(Json(List::new(
         result.items.into_iter().map(Into::into).collect(),

@@ -12,9 +12,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp};
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn token(app: &TestApp, key: &str) -> String {
     let (status, t) = app.post("/v1/realtime/tokens", key, &json!({})).await;
@@ -26,7 +25,10 @@ async fn token(app: &TestApp, key: &str) -> String {
 }
 
 fn ws_url(base: &str, token: &str, since: Option<&str>) -> String {
-    let mut u = format!("{}/v1/realtime?token={token}", base.replace("http://", "ws://"));
+    let mut u = format!(
+        "{}/v1/realtime?token={token}",
+        base.replace("http://", "ws://")
+    );
     if let Some(s) = since {
         u.push_str(&format!("&since={s}"));
     }
@@ -49,11 +51,7 @@ async fn connect(url: &str, origin: Option<&str>) -> Result<Ws, u16> {
 /// The next event frame (pings are skipped).
 async fn next_frame(ws: &mut Ws) -> Value {
     loop {
-        let msg = ws
-            .next()
-            .await
-            .expect("stream open")
-            .expect("frame");
+        let msg = ws.next().await.expect("stream open").expect("frame");
         match msg {
             Message::Text(t) => return serde_json::from_str(&t).unwrap(),
             Message::Ping(_) | Message::Pong(_) => continue,
@@ -83,12 +81,23 @@ async fn the_stream_carries_the_apps_events(backend: Backend) {
     let tok = token(&app, &sender).await;
     let mut ws = connect(&ws_url(&app.base, &tok, None), None).await.unwrap();
     // Single use.
-    assert_eq!(connect(&ws_url(&app.base, &tok, None), None).await.err(), Some(401));
-    assert_eq!(connect(&ws_url(&app.base, "wst_nope", None), None).await.err(), Some(401));
     assert_eq!(
-        connect(&format!("{}/v1/realtime", app.base.replace("http://", "ws://")), None)
+        connect(&ws_url(&app.base, &tok, None), None).await.err(),
+        Some(401)
+    );
+    assert_eq!(
+        connect(&ws_url(&app.base, "wst_nope", None), None)
             .await
             .err(),
+        Some(401)
+    );
+    assert_eq!(
+        connect(
+            &format!("{}/v1/realtime", app.base.replace("http://", "ws://")),
+            None
+        )
+        .await
+        .err(),
         Some(401)
     );
 
@@ -161,7 +170,10 @@ async fn revoking_a_key_invalidates_its_tokens(backend: Backend) {
         .delete(&format!("/v1/keys/{key_id}"), &app.admin_key)
         .await;
     assert_eq!(status, 200);
-    assert_eq!(connect(&ws_url(&app.base, &tok, None), None).await.err(), Some(401));
+    assert_eq!(
+        connect(&ws_url(&app.base, &tok, None), None).await.err(),
+        Some(401)
+    );
     app.stop().await;
 }
 

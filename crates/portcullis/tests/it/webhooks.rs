@@ -51,8 +51,8 @@ impl Receiver {
                         Arc<Mutex<Vec<Received>>>,
                         Arc<Mutex<HashMap<String, usize>>>,
                     )>,
-                     headers: HeaderMap,
-                     body: String| async move {
+                          headers: HeaderMap,
+                          body: String| async move {
                         let h = |n: &str| {
                             headers
                                 .get(n)
@@ -119,7 +119,9 @@ pub fn local_receivers() -> Options {
 }
 
 fn ok_2xx(got: &[Received]) -> Vec<&Received> {
-    got.iter().filter(|r| (200..300).contains(&r.status)).collect()
+    got.iter()
+        .filter(|r| (200..300).contains(&r.status))
+        .collect()
 }
 
 async fn deliveries_are_signed_and_complete(backend: Backend) {
@@ -129,7 +131,10 @@ async fn deliveries_are_signed_and_complete(backend: Backend) {
         .post("/v1/webhooks", &app.admin_key, &json!({"url": rx.url}))
         .await;
     assert_eq!(status, 201, "{ep}");
-    let secret = ep["secret"].as_str().expect("secret on the first endpoint").to_owned();
+    let secret = ep["secret"]
+        .as_str()
+        .expect("secret on the first endpoint")
+        .to_owned();
     assert!(secret.starts_with("whsec_"));
     assert!(ep["id"].as_str().unwrap().starts_with("whe_"));
     // Later endpoints share the secret and never show it.
@@ -159,7 +164,15 @@ async fn deliveries_are_signed_and_complete(backend: Backend) {
     for r in &got {
         let ts: i64 = r.timestamp.parse().unwrap();
         assert!(
-            verify(&[secret.clone()], &r.id, ts, r.body.as_bytes(), &r.signature, now, 300),
+            verify(
+                &[secret.clone()],
+                &r.id,
+                ts,
+                r.body.as_bytes(),
+                &r.signature,
+                now,
+                300
+            ),
             "signature of {r:?}"
         );
         assert!(r.id.starts_with("evt_"));
@@ -234,10 +247,16 @@ async fn a_receiver_down_for_three_attempts_gets_every_event_once(backend: Backe
             .await;
     }
     // 5 messages × (sent, delivered), each failing three times first.
-    let got = rx.wait_for("10 events acknowledged", |g| ok_2xx(g).len() >= 10).await;
+    let got = rx
+        .wait_for("10 events acknowledged", |g| ok_2xx(g).len() >= 10)
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got_after = rx.received();
-    assert_eq!(got.len(), got_after.len(), "nothing after every event was acknowledged");
+    assert_eq!(
+        got.len(),
+        got_after.len(),
+        "nothing after every event was acknowledged"
+    );
     let mut acks: HashMap<&str, usize> = HashMap::new();
     let mut attempts: HashMap<&str, usize> = HashMap::new();
     for r in &got_after {
@@ -247,7 +266,10 @@ async fn a_receiver_down_for_three_attempts_gets_every_event_once(backend: Backe
         }
     }
     assert_eq!(acks.len(), 10, "{acks:?}");
-    assert!(acks.values().all(|&n| n == 1), "each event acknowledged once: {acks:?}");
+    assert!(
+        acks.values().all(|&n| n == 1),
+        "each event acknowledged once: {acks:?}"
+    );
     assert!(attempts.values().all(|&n| n == 4), "{attempts:?}");
     let (_, log) = app
         .get("/v1/webhooks/deliveries?limit=100", &app.admin_key)
@@ -307,7 +329,10 @@ async fn exhausted_deliveries_fail_and_replay_keeps_the_webhook_id(backend: Back
     // A manual replay is a new delivery of the same event.
     let (status, replay) = app
         .post(
-            &format!("/v1/webhooks/deliveries/{}/replay", failed["id"].as_str().unwrap()),
+            &format!(
+                "/v1/webhooks/deliveries/{}/replay",
+                failed["id"].as_str().unwrap()
+            ),
             &app.admin_key,
             &json!({}),
         )
@@ -328,12 +353,16 @@ async fn exhausted_deliveries_fail_and_replay_keeps_the_webhook_id(backend: Back
         .await;
     assert_eq!(status, 202, "{rec}");
     assert_eq!(rec["queued"], 1);
-    rx.wait_for("the recovered event", |g| ok_2xx(g).len() == 2).await;
+    rx.wait_for("the recovered event", |g| ok_2xx(g).len() == 2)
+        .await;
     // Another app cannot see or replay these deliveries.
     let (_, _, other_key) = app.other_app_same_tenant().await;
     let (status, _) = app
         .post(
-            &format!("/v1/webhooks/deliveries/{}/replay", failed["id"].as_str().unwrap()),
+            &format!(
+                "/v1/webhooks/deliveries/{}/replay",
+                failed["id"].as_str().unwrap()
+            ),
             &other_key,
             &json!({}),
         )
@@ -369,12 +398,36 @@ async fn rotated_secrets_both_sign_during_the_overlap(backend: Backend) {
     let ts: i64 = r.timestamp.parse().unwrap();
     let now = jiff::Timestamp::now().as_second();
     for s in [&old, &new] {
-        assert!(verify(&[s.clone()], &r.id, ts, r.body.as_bytes(), &r.signature, now, 300));
+        assert!(verify(
+            &[s.clone()],
+            &r.id,
+            ts,
+            r.body.as_bytes(),
+            &r.signature,
+            now,
+            300
+        ));
     }
     let stranger = WebhookSecret::generate();
-    assert!(!verify(&[stranger], &r.id, ts, r.body.as_bytes(), &r.signature, now, 300));
+    assert!(!verify(
+        &[stranger],
+        &r.id,
+        ts,
+        r.body.as_bytes(),
+        &r.signature,
+        now,
+        300
+    ));
     // A captured delivery replayed later than the tolerance fails verification.
-    assert!(!verify(&[new], &r.id, ts, r.body.as_bytes(), &r.signature, now + 301, 300));
+    assert!(!verify(
+        &[new],
+        &r.id,
+        ts,
+        r.body.as_bytes(),
+        &r.signature,
+        now + 301,
+        300
+    ));
     app.stop().await;
 }
 
@@ -393,9 +446,14 @@ async fn gone_disables_and_the_guard_blocks_at_connection(backend: Backend) {
     gone.wait_for("the 410", |g| g.len() == 1).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, e) = app.get(&format!("/v1/webhooks/{ep_id}"), &app.admin_key).await;
+        let (_, e) = app
+            .get(&format!("/v1/webhooks/{ep_id}"), &app.admin_key)
+            .await;
         if e["enabled"] == false {
-            assert!(e["disabled_reason"].as_str().unwrap().contains("410"), "{e}");
+            assert!(
+                e["disabled_reason"].as_str().unwrap().contains("410"),
+                "{e}"
+            );
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "not disabled: {e}");
@@ -422,11 +480,17 @@ async fn gone_disables_and_the_guard_blocks_at_connection(backend: Backend) {
         if let Some(d) = log["data"].as_array().unwrap().first() {
             break d.clone();
         }
-        assert!(tokio::time::Instant::now() < deadline, "no blocked delivery");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no blocked delivery"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(blocked["attempts"][0]["outcome"], "blocked", "{blocked}");
-    assert!(blocked["attempts"][0]["excerpt"].as_str().is_some(), "{blocked}");
+    assert!(
+        blocked["attempts"][0]["excerpt"].as_str().is_some(),
+        "{blocked}"
+    );
     assert!(rx.received().is_empty(), "nothing reached the receiver");
     // And saving such a URL now is refused.
     let (status, err) = app
@@ -504,7 +568,14 @@ fn python_with_standardwebhooks() -> std::path::PathBuf {
     };
     if !importable() {
         let out = std::process::Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
             .arg(&vendor)
             .arg("standardwebhooks==1.1.0")
             .output()
@@ -550,7 +621,10 @@ async fn the_official_library_verifies_real_deliveries(backend: Backend) {
     });
     let file = app.config.data_dir.join("case.json");
     std::fs::write(&file, case.to_string()).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/py/verify_official.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/py/verify_official.py"
+    );
     let out = tokio::process::Command::new("python3")
         .arg(script)
         .arg(&file)
