@@ -3,6 +3,7 @@
 //! rotation, the SSRF guard at save and at connection time, and the delivery log.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,12 +37,22 @@ impl Received {
 pub struct Receiver {
     pub url: String,
     pub got: Arc<Mutex<Vec<Received>>>,
+    /// Most requests it was handling at once.
+    pub max_concurrent: Arc<AtomicUsize>,
 }
 
 impl Receiver {
     pub async fn start(fail_first: usize, status: u16) -> Receiver {
+        Self::start_with(fail_first, status, Duration::ZERO).await
+    }
+
+    /// A receiver that takes `delay` to answer each request.
+    pub async fn start_with(fail_first: usize, status: u16, delay: Duration) -> Receiver {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let current = Arc::new(AtomicUsize::new(0));
+        let max_concurrent = Arc::new(AtomicUsize::new(0));
+        let (cur, max) = (current.clone(), max_concurrent.clone());
         let state = (got.clone(), seen);
         let app = axum::Router::new()
             .route(
@@ -53,6 +64,10 @@ impl Receiver {
                     )>,
                           headers: HeaderMap,
                           body: String| async move {
+                        let now = cur.fetch_add(1, Ordering::SeqCst) + 1;
+                        max.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        cur.fetch_sub(1, Ordering::SeqCst);
                         let h = |n: &str| {
                             headers
                                 .get(n)
@@ -83,7 +98,11 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { url, got }
+        Receiver {
+            url,
+            got,
+            max_concurrent,
+        }
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -643,3 +662,40 @@ async fn the_official_library_verifies_real_deliveries(backend: Backend) {
 }
 
 both_backends!(the_official_library_verifies_real_deliveries);
+
+async fn a_slow_receiver_does_not_hold_up_the_others(backend: Backend) {
+    let app = TestApp::spawn_with(backend, local_receivers()).await;
+    let slow = Receiver::start_with(0, 200, Duration::from_millis(1500)).await;
+    let fast = Receiver::start(0, 200).await;
+    for url in [&slow.url, &fast.url] {
+        let (status, _) = app
+            .post(
+                "/v1/webhooks",
+                &app.admin_key,
+                &json!({"url": url, "events": ["message.sent"]}),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let n = 60;
+    for i in 0..n {
+        app.send(&format!("+141555506{i:02}"), "x").await;
+    }
+    fast.wait_for("every event at the fast receiver", |g| ok_2xx(g).len() == n)
+        .await;
+    // The slow one has had at most its share of the workers (16 at a time by default)…
+    let slow_so_far = slow.received().len();
+    assert!(slow_so_far < n, "the slow receiver was not the bottleneck: {slow_so_far}");
+    // …and still gets every event, exactly once, in the end.
+    slow.wait_for("every event at the slow receiver", |g| ok_2xx(g).len() == n)
+        .await;
+    let max = slow.max_concurrent.load(Ordering::SeqCst);
+    assert!((2..=16).contains(&max), "per-endpoint concurrency: {max}");
+    let mut ids: Vec<String> = slow.received().into_iter().map(|r| r.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+    app.stop().await;
+}
+
+both_backends!(a_slow_receiver_does_not_hold_up_the_others);
