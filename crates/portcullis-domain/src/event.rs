@@ -20,6 +20,9 @@ string_enum! {
         RecipientOptedOut => "recipient.opted_out",
         /// A recipient opted back in (START and its variants).
         RecipientOptedIn => "recipient.opted_in",
+        /// The gateway disabled one of the app's webhook endpoints (410 Gone, or failing
+        /// for days). Sent to the app's other endpoints and its realtime stream.
+        EndpointDisabled => "webhook.endpoint_disabled",
     }
 }
 

@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 
 use portcullis_crypto::{Secret, WebhookSecret};
-use portcullis_domain::{AppId, DeliveryId, EventType, TenantId, WebhookEndpointId};
+use portcullis_domain::{AppId, DeliveryId, EventId, EventType, TenantId, WebhookEndpointId};
 use sqlx::QueryBuilder;
 
+use crate::events::NewEvent;
 use crate::{
     Cursor, Page, Store, StoreError, Tx, found, now_ms, on_pool, on_tx, paginate, push_cursor,
 };
@@ -453,31 +454,37 @@ impl Store {
         tx.commit().await
     }
 
-    /// Disables endpoints, saying why (410 Gone, failing for days).
-    pub async fn disable_endpoints(
-        &self,
-        tx: &mut Tx,
-        ids: &[&str],
-        reason: &str,
-    ) -> Result<(), StoreError> {
+    /// Disables endpoints, saying why (410 Gone, failing for days), and tells each app with
+    /// a `webhook.endpoint_disabled` event in the same transaction.
+    pub async fn disable_endpoints(&self, ids: &[&str], reason: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        let mut events = Vec::new();
         for chunk in ids.chunks(500) {
-            on_tx!(&mut *tx, |c| {
-                let mut qb = QueryBuilder::new(
-                    "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ",
-                );
-                qb.push_bind(reason)
-                    .push(", updated_at = ")
-                    .push_bind(now_ms());
+            let rows: Vec<(String, String, String)> = on_tx!(&mut tx, |c| {
+                let mut qb = QueryBuilder::new("UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ");
+                qb.push_bind(reason).push(", updated_at = ").push_bind(now);
                 qb.push(" WHERE enabled = 1 AND id IN (");
                 let mut sep = qb.separated(", ");
                 for id in chunk {
                     sep.push_bind(*id);
                 }
-                qb.push(")");
-                qb.build().execute(c).await.map(|r| r.rows_affected())
+                qb.push(") RETURNING id, tenant_id, app_id");
+                qb.build_query_as().fetch_all(c).await
             })?;
+            events.extend(rows.into_iter().map(|(id, tenant, app)| NewEvent {
+                id: EventId::new(),
+                tenant_id: TenantId::from_trusted(tenant),
+                app_id: AppId::from_trusted(app),
+                kind: EventType::EndpointDisabled,
+                subject_id: Some(id.clone()),
+                data: serde_json::json!({ "endpoint_id": id, "reason": reason }),
+                phone: None,
+                created_at: now,
+            }));
         }
-        Ok(())
+        self.insert_app_events(&mut tx, &events).await?;
+        tx.commit().await
     }
 
     /// The signing secrets of the given apps.

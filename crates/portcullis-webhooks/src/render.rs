@@ -109,6 +109,8 @@ fn data_of(
                 data.insert("id".into(), s.into());
             }
         }
+        // The snapshot (endpoint id and reason) is the whole story.
+        EventType::EndpointDisabled => {}
         EventType::RecipientOptedOut | EventType::RecipientOptedIn => {
             if let Some(p) = &e.phone {
                 data.insert("phone".into(), phone(p, full));

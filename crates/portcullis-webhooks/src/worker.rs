@@ -375,18 +375,12 @@ async fn settle(shared: Arc<Shared>, mut results: mpsc::Receiver<AttemptResult>)
                 continue;
             }
             tracing::warn!(endpoints = ?ids, reason, "disabling webhook endpoints");
-            if let Err(e) = disable(&shared, &ids, reason).await {
+            if let Err(e) = shared.store.disable_endpoints(&ids, reason).await {
                 tracing::error!(error = %e, "disabling webhook endpoints failed");
             }
         }
         batch.clear();
     }
-}
-
-async fn disable(shared: &Shared, ids: &[&str], reason: &str) -> Result<(), StoreError> {
-    let mut tx = shared.store.db.begin().await?;
-    shared.store.disable_endpoints(&mut tx, ids, reason).await?;
-    tx.commit().await
 }
 
 #[cfg(test)]

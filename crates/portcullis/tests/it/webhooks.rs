@@ -246,6 +246,23 @@ async fn deliveries_are_signed_and_complete(backend: Backend) {
         .json();
     assert_eq!(inbound["data"]["body"], "thanks");
     assert_eq!(inbound["data"]["from"], "+1415555****");
+    // STOP and START: the recipient's choices are events too.
+    for (word, kind) in [("STOP", "recipient.opted_out"), ("START", "recipient.opted_in")] {
+        let (status, _) = app
+            .post(
+                "/v1/simulator/inbound",
+                &app.admin_key,
+                &json!({"from": "+14155550142", "to": "+14155550199", "body": word}),
+            )
+            .await;
+        assert_eq!(status, 202);
+        let got = rx
+            .wait_for(kind, |g| g.iter().any(|r| r.json()["type"] == kind))
+            .await;
+        let e = got.iter().find(|r| r.json()["type"] == kind).unwrap().json();
+        assert_eq!(e["data"]["phone"], "+1415555****", "{e}");
+        assert_eq!(e["data"]["source"], "inbound_keyword");
+    }
     app.stop().await;
 }
 
@@ -453,6 +470,15 @@ async fn rotated_secrets_both_sign_during_the_overlap(backend: Backend) {
 async fn gone_disables_and_the_guard_blocks_at_connection(backend: Backend) {
     let mut app = TestApp::spawn_with(backend, local_receivers()).await;
     let gone = Receiver::start(0, 410).await;
+    let watcher = Receiver::start(0, 200).await;
+    let (status, _) = app
+        .post(
+            "/v1/webhooks",
+            &app.admin_key,
+            &json!({"url": watcher.url, "events": ["webhook.endpoint_disabled"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
     let (_, ep) = app
         .post(
             "/v1/webhooks",
@@ -478,6 +504,11 @@ async fn gone_disables_and_the_guard_blocks_at_connection(backend: Backend) {
         assert!(tokio::time::Instant::now() < deadline, "not disabled: {e}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The app is told, through its other endpoints.
+    let told = watcher.wait_for("the disabled event", |g| g.len() == 1).await;
+    let e = told[0].json();
+    assert_eq!(e["type"], "webhook.endpoint_disabled");
+    assert_eq!(e["data"]["endpoint_id"], ep_id.as_str());
     // A receiver that was allowed when saved but is not any more (the operator removed
     // the allowlist): the address dialled is checked, the attempt is blocked, not sent.
     let rx = Receiver::start(0, 200).await;
