@@ -4,6 +4,7 @@
 //! domain types, call the store or the pipeline, and shape the answer.
 
 pub mod auth;
+pub mod bruteforce;
 pub mod dto;
 pub mod error;
 pub mod middleware;
@@ -56,6 +57,7 @@ pub struct AppState {
     pub last_used: Arc<auth::LastUsed>,
     pub webhooks: Arc<Webhooks>,
     pub realtime: Arc<realtime::RealtimeTokens>,
+    pub bruteforce: Arc<bruteforce::BruteForce>,
     /// Cancelled when the server shuts down (long-lived streams close on it).
     pub shutdown: CancellationToken,
 }
@@ -65,6 +67,10 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
     Router::new()
         .merge(routes::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            bruteforce::guard,
+        ))
         .with_state(state)
         // Layers run bottom-up on the way in: the request id first, so every later layer
         // (and the error shape) can name it.

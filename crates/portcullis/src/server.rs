@@ -83,6 +83,7 @@ impl Server {
             last_used: last_used.clone(),
             webhooks: webhooks.clone(),
             realtime: realtime.clone(),
+            bruteforce: Arc::default(),
             shutdown: shutdown.clone(),
         };
         let app = portcullis_api::router(state);

@@ -32,8 +32,9 @@ async fn malformed_authorization_is_401(backend: Backend) {
         Some(format!("Bearer {same_prefix_wrong_key}")),
         Some(format!("Bearer {}", key.replace("pcl_live_", "pcl_test_"))),
     ];
-    for form in forms {
-        let mut req = app.client.get(app.url("/v1/app"));
+    // Each from its own address: more than ten failures from one would (rightly) block it.
+    for (n, form) in forms.into_iter().enumerate() {
+        let mut req = app.client_from(10 + n as u8).get(app.url("/v1/app"));
         if let Some(h) = &form {
             req = req.header("Authorization", h);
         }
@@ -144,3 +145,41 @@ async fn error_shape_and_headers(backend: Backend) {
     }
     app.stop().await;
 }
+
+async fn repeated_failures_block_the_address_only(backend: crate::helpers::Backend) {
+    let app = crate::helpers::TestApp::spawn(backend).await;
+    for _ in 0..10 {
+        let (status, _) = app
+            .get("/v1/app", "pcl_live_0000000000000000000000000000bad0")
+            .await;
+        assert_eq!(status, 401);
+    }
+    // Blocked now: even the right key gets 429, with the usual shape and headers.
+    let res = app
+        .client
+        .get(app.url("/v1/app"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((890..=900).contains(&retry), "{retry}");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert!(res.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "Too many requests");
+    assert_eq!(body["code"], "too_many_requests");
+    // Another address is not affected.
+    let res = app
+        .client_from(2)
+        .get(app.url("/v1/app"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    app.stop().await;
+}
+
+crate::both_backends!(repeated_failures_block_the_address_only);

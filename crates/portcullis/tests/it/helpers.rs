@@ -136,6 +136,16 @@ impl TestApp {
         }
     }
 
+    /// A client whose connections come from 127.0.0.`n`: a different address for the
+    /// brute-force table (every 127/8 address is loopback on Linux).
+    pub fn client_from(&self, n: u8) -> reqwest::Client {
+        reqwest::Client::builder()
+            .no_proxy()
+            .local_address(std::net::IpAddr::from([127, 0, 0, n]))
+            .build()
+            .expect("client")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

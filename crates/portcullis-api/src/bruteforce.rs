@@ -1,0 +1,244 @@
+//! Brute-force protection: 10 failed authentications from one client address within 5
+//! minutes (a sliding window) block that address for 15 minutes; while blocked, every
+//! request from it is `429` with `Retry-After`, valid key or not.
+//!
+//! Addresses are grouped the way attackers get them: an IPv4 address alone, an IPv6
+//! address by its /64 (one subscriber's allocation). The table is bounded: under a flood of
+//! failures from many addresses it first forgets expired entries, then unblocked ones, so
+//! memory stays flat and blocked addresses stay blocked.
+//!
+//! In-process; shared counters for several instances (Redis) are the perimeter issue's.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub const MAX_FAILURES: usize = 10;
+pub const WINDOW_MS: i64 = 5 * 60 * 1000;
+pub const BLOCK_MS: i64 = 15 * 60 * 1000;
+const DEFAULT_CAPACITY: usize = 100_000;
+
+/// The unit a block applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    V4([u8; 4]),
+    /// The first 64 bits.
+    V6([u8; 8]),
+}
+
+impl From<IpAddr> for ClientKey {
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => ClientKey::V4(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientKey::V4(v4.octets()),
+                None => {
+                    let mut prefix = [0u8; 8];
+                    prefix.copy_from_slice(&v6.octets()[..8]);
+                    ClientKey::V6(prefix)
+                }
+            },
+        }
+    }
+}
+
+#[derive(Default)]
+struct Entry {
+    failures: VecDeque<i64>,
+    blocked_until: Option<i64>,
+}
+
+/// The failure table.
+pub struct BruteForce {
+    capacity: usize,
+    table: Mutex<HashMap<ClientKey, Entry>>,
+}
+
+impl Default for BruteForce {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+}
+
+impl BruteForce {
+    pub fn with_capacity(capacity: usize) -> BruteForce {
+        BruteForce {
+            capacity: capacity.max(1),
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, Entry>> {
+        // Each operation leaves every entry whole; a poisoned lock is still consistent.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Milliseconds until `key` is unblocked, if it is blocked at `now`.
+    pub fn blocked_for(&self, key: ClientKey, now: i64) -> Option<i64> {
+        let table = self.lock();
+        let until = table.get(&key)?.blocked_until?;
+        (until > now).then_some(until - now)
+    }
+
+    /// Records a failed authentication; returns true if it (newly) blocks the address.
+    pub fn record_failure(&self, key: ClientKey, now: i64) -> bool {
+        let mut table = self.lock();
+        if !table.contains_key(&key) && table.len() >= self.capacity {
+            Self::make_room(&mut table, self.capacity, now);
+        }
+        let entry = table.entry(key).or_default();
+        if entry.blocked_until.is_some_and(|u| u > now) {
+            return false;
+        }
+        entry.blocked_until = None;
+        while entry.failures.front().is_some_and(|&t| t <= now - WINDOW_MS) {
+            entry.failures.pop_front();
+        }
+        entry.failures.push_back(now);
+        if entry.failures.len() >= MAX_FAILURES {
+            entry.failures.clear();
+            entry.blocked_until = Some(now + BLOCK_MS);
+            return true;
+        }
+        false
+    }
+
+    fn make_room(table: &mut HashMap<ClientKey, Entry>, capacity: usize, now: i64) {
+        table.retain(|_, e| {
+            e.blocked_until.is_some_and(|u| u > now)
+                || e.failures.back().is_some_and(|&t| t > now - WINDOW_MS)
+        });
+        if table.len() < capacity {
+            return;
+        }
+        // Still full of live entries: forget some that are not blocked (their attacker
+        // loses progress, which is the safe direction), keeping every block.
+        let target = capacity - capacity / 10 - 1;
+        let mut excess = table.len().saturating_sub(target);
+        table.retain(|_, e| {
+            if excess == 0 || e.blocked_until.is_some_and(|u| u > now) {
+                return true;
+            }
+            excess -= 1;
+            false
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn too_many(retry_after_ms: i64) -> Response {
+    let mut res = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        "Too many requests",
+    )
+    .into_response();
+    let secs = (retry_after_ms + 999) / 1000;
+    if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
+/// Refuses blocked addresses before anything else runs, and counts every `401` answered.
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(ip) = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+    else {
+        return next.run(req).await;
+    };
+    let key = ClientKey::from(ip);
+    let now = portcullis_store::now_ms();
+    if let Some(ms) = state.bruteforce.blocked_for(key, now) {
+        metrics::counter!("portcullis_security_events_total", "kind" => "blocked_request")
+            .increment(1);
+        return too_many(ms);
+    }
+    let res = next.run(req).await;
+    if res.status() == StatusCode::UNAUTHORIZED {
+        metrics::counter!("portcullis_security_events_total", "kind" => "auth_failure")
+            .increment(1);
+        if state.bruteforce.record_failure(key, portcullis_store::now_ms()) {
+            metrics::counter!("portcullis_security_events_total", "kind" => "address_blocked")
+                .increment(1);
+            tracing::warn!(target: "security", client = %ip, "address blocked after repeated authentication failures");
+        }
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(s: &str) -> ClientKey {
+        ClientKey::from(s.parse::<IpAddr>().unwrap())
+    }
+
+    #[test]
+    fn ten_failures_in_five_minutes_block_for_fifteen() {
+        let bf = BruteForce::default();
+        let k = v4("203.0.113.9");
+        for i in 0..9 {
+            assert!(!bf.record_failure(k, i * 1000));
+        }
+        assert_eq!(bf.blocked_for(k, 9_000), None);
+        assert!(bf.record_failure(k, 9_000), "the tenth blocks");
+        assert_eq!(bf.blocked_for(k, 9_000), Some(BLOCK_MS));
+        assert_eq!(bf.blocked_for(k, 9_000 + BLOCK_MS - 1), Some(1));
+        assert_eq!(bf.blocked_for(k, 9_000 + BLOCK_MS), None);
+        assert_eq!(bf.blocked_for(v4("203.0.113.10"), 9_000), None, "others unaffected");
+    }
+
+    #[test]
+    fn the_window_slides() {
+        let bf = BruteForce::default();
+        let k = v4("198.51.100.1");
+        bf.record_failure(k, 0);
+        for i in 0..8 {
+            bf.record_failure(k, 200_000 + i);
+        }
+        // The first failure (t=0) has left the window by t=300000: nine in the window.
+        assert!(!bf.record_failure(k, WINDOW_MS));
+        assert!(bf.record_failure(k, WINDOW_MS + 1), "ten within five minutes");
+    }
+
+    #[test]
+    fn ipv6_is_grouped_by_64_and_mapped_v4_by_address() {
+        assert_eq!(v4("2001:db8:1:2::1"), v4("2001:db8:1:2:ffff::9"));
+        assert_ne!(v4("2001:db8:1:2::1"), v4("2001:db8:1:3::1"));
+        assert_eq!(v4("::ffff:192.0.2.1"), v4("192.0.2.1"));
+    }
+
+    #[test]
+    fn a_flood_from_many_addresses_stays_bounded_and_keeps_blocks() {
+        let bf = BruteForce::with_capacity(1000);
+        let blocked = v4("192.0.2.200");
+        for t in 0..10 {
+            bf.record_failure(blocked, t);
+        }
+        for i in 0..50_000u32 {
+            let ip = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
+            bf.record_failure(ClientKey::from(ip), 100);
+        }
+        assert!(bf.len() <= 1000, "{}", bf.len());
+        assert!(bf.blocked_for(blocked, 200).is_some());
+    }
+}
