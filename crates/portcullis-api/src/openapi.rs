@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{app, health, inbound, keys, messages, policy, realtime, webhooks};
+use crate::routes::{app, audit, health, inbound, keys, messages, policy, realtime, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,7 @@ use crate::routes::{app, health, inbound, keys, messages, policy, realtime, webh
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate_secret, webhooks::list_deliveries, webhooks::replay, webhooks::recover,
         realtime::create_token, realtime::stream,
+        audit::list,
     ),
     components(schemas(crate::dto::ErrorResponse)),
     modifiers(&Security),
@@ -38,6 +39,7 @@ use crate::routes::{app, health, inbound, keys, messages, policy, realtime, webh
         (name = "policy", description = "Suppressions, consents and the guard's decisions"),
         (name = "webhooks", description = "Signed webhook endpoints and their delivery log"),
         (name = "realtime", description = "The WebSocket event stream"),
+        (name = "audit", description = "Who did what, when, from where"),
         (name = "simulator", description = "The built-in simulator provider"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

@@ -296,6 +296,11 @@ prefixed_id!(
     SuppressionId,
     "sup_"
 );
+prefixed_id!(
+    /// An audit event (`aud_…`).
+    AuditEventId,
+    "aud_"
+);
 
 #[cfg(test)]
 mod tests {
@@ -333,10 +338,11 @@ mod tests {
             DeliveryId::new().into_string(),
             ConsentId::new().into_string(),
             SuppressionId::new().into_string(),
+            AuditEventId::new().into_string(),
         ];
         let prefixes = [
             "tnt_", "app_", "key_", "msg_", "conn_", "inb_", "evt_", "job_", "whe_", "dlv_",
-            "cns_", "sup_",
+            "cns_", "sup_", "aud_",
         ];
         for (id, prefix) in fresh.iter().zip(prefixes) {
             assert!(id.starts_with(prefix), "{id} lacks {prefix}");

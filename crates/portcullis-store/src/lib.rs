@@ -10,6 +10,7 @@
 //! - Time is unix milliseconds ([`db::now_ms`]).
 
 pub mod apps;
+pub mod audit;
 pub mod connections;
 pub mod db;
 pub mod events;

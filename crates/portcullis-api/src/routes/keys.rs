@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::audit::{self, RequestCtx};
 use crate::auth::{Admin, Auth};
 use crate::dto::{IdPath, List, parse_json, rfc3339, rfc3339_opt};
 use crate::error::ApiError;
@@ -99,6 +100,7 @@ pub struct RotateKey {
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
@@ -139,6 +141,15 @@ pub async fn create(
     )
     .await?;
     tracing::info!(key_id = %record.id, prefix = %record.prefix, role = role.as_str(), "api key created");
+    audit::record(
+        &state,
+        &auth,
+        &ctx,
+        "key.created",
+        ("key", record.id.as_str()),
+        Some(serde_json::json!({"role": role.as_str(), "prefix": record.prefix, "test": req.test})),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(CreatedKey::new(&record, &new))))
 }
 
@@ -171,6 +182,7 @@ pub async fn list(
 pub async fn rotate(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
     IdPath(id): IdPath,
     headers: HeaderMap,
     raw: Bytes,
@@ -198,6 +210,15 @@ pub async fn rotate(
         state.realtime.revoke_key(&id);
     }
     tracing::info!(old_key_id = %id, key_id = %record.id, grace_seconds = grace, "api key rotated");
+    audit::record(
+        &state,
+        &auth,
+        &ctx,
+        "key.rotated",
+        ("key", id.as_str()),
+        Some(serde_json::json!({"new_key_id": record.id.as_str(), "grace_seconds": grace})),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(CreatedKey::new(&record, &new))))
 }
 
@@ -212,11 +233,21 @@ pub async fn rotate(
 pub async fn revoke(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
     IdPath(id): IdPath,
 ) -> Result<Json<KeyView>, ApiError> {
     let id = KeyId::parse(&id).map_err(|_| ApiError::not_found())?;
     let record = keys::revoke(&state.store.db, &auth.app_id, &id).await?;
     state.realtime.revoke_key(&id);
     tracing::info!(key_id = %id, "api key revoked");
+    audit::record(
+        &state,
+        &auth,
+        &ctx,
+        "key.revoked",
+        ("key", id.as_str()),
+        None,
+    )
+    .await;
     Ok(Json(KeyView::from_record(&record)))
 }

@@ -1,6 +1,7 @@
 //! One module per resource; [`router`] mounts them all.
 
 pub mod app;
+pub mod audit;
 pub mod health;
 pub mod inbound;
 pub mod keys;
@@ -46,6 +47,7 @@ pub fn router() -> Router<AppState> {
             axum::routing::delete(policy::delete_consent),
         )
         .route("/v1/policy-events", get(policy::list_policy_events))
+        .route("/v1/audit-events", get(audit::list))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/v1/webhooks/secret/rotate", post(webhooks::rotate_secret))
         .route("/v1/webhooks/deliveries", get(webhooks::list_deliveries))

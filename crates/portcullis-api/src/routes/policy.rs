@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
+use crate::audit::{self, RequestCtx};
 use crate::auth::{Admin, Auth};
 use crate::dto::{IdPath, List, PageParams, parse_json, rfc3339};
 use crate::error::ApiError;
@@ -91,6 +92,7 @@ pub struct CreateSuppression {
 pub async fn create_suppression(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<(StatusCode, Json<SuppressionView>), ApiError> {
@@ -110,6 +112,17 @@ pub async fn create_suppression(
         )
         .await?;
     tx.commit().await?;
+    if created {
+        audit::record(
+            &state,
+            &auth,
+            &ctx,
+            "suppression.created",
+            ("suppression", s.id.as_str()),
+            None,
+        )
+        .await;
+    }
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -170,10 +183,20 @@ pub async fn list_suppressions(
 pub async fn delete_suppression(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     let id = SuppressionId::parse(&id).map_err(|_| ApiError::not_found())?;
     state.store.delete_suppression(&auth.app_id, &id).await?;
+    audit::record(
+        &state,
+        &auth,
+        &ctx,
+        "suppression.deleted",
+        ("suppression", id.as_str()),
+        None,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -238,6 +261,7 @@ pub struct CreateConsent {
 pub async fn create_consent(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<(StatusCode, Json<ConsentView>), ApiError> {
@@ -280,6 +304,15 @@ pub async fn create_consent(
             },
         )
         .await?;
+    audit::record(
+        &state,
+        &auth,
+        &ctx,
+        "consent.created",
+        ("consent", consent.id.as_str()),
+        None,
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(consent.into())))
 }
 
@@ -321,10 +354,20 @@ pub async fn list_consents(
 pub async fn delete_consent(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
     let id = ConsentId::parse(&id).map_err(|_| ApiError::not_found())?;
     state.store.revoke_consent(&auth.app_id, &id).await?;
+    audit::record(
+        &state,
+        &auth,
+        &ctx,
+        "consent.revoked",
+        ("consent", id.as_str()),
+        None,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
+use crate::audit::{self, RequestCtx};
 use crate::auth::{Admin, Auth};
 use crate::dto::{IdPath, List, PageParams, parse_json, rfc3339, rfc3339_opt};
 use crate::error::ApiError;
@@ -160,6 +161,7 @@ async fn vet_url(state: &AppState, url: &str) -> Result<String, ApiError> {
 pub async fn create(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<(StatusCode, Json<EndpointView>), ApiError> {
@@ -181,6 +183,15 @@ pub async fn create(
         )
         .await?;
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
+    audit::record(
+        &state,
+        &auth,
+        &ctx,
+        "webhook.created",
+        ("webhook_endpoint", endpoint.id.as_str()),
+        Some(serde_json::json!({"secret_created": secret.is_some()})),
+    )
+    .await;
     let mut view = EndpointView::from(endpoint);
     view.secret = secret.map(|s| s.expose().clone());
     Ok((StatusCode::CREATED, Json(view)))
@@ -244,6 +255,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
     IdPath(id): IdPath,
     headers: HeaderMap,
     raw: Bytes,
@@ -266,6 +278,19 @@ pub async fn update(
         .store
         .update_endpoint(&auth.app_id, &id, &patch)
         .await?;
+    audit::record(
+        &state,
+        &auth,
+        &ctx,
+        "webhook.updated",
+        ("webhook_endpoint", id.as_str()),
+        Some(serde_json::json!({
+            "url_changed": patch.url.is_some(),
+            "events_changed": patch.events.is_some(),
+            "enabled": patch.enabled,
+        })),
+    )
+    .await;
     Ok(Json(e.into()))
 }
 
@@ -280,12 +305,20 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .store
-        .delete_endpoint(&auth.app_id, &endpoint_id(&id)?)
-        .await?;
+    let id = endpoint_id(&id)?;
+    state.store.delete_endpoint(&auth.app_id, &id).await?;
+    audit::record(
+        &state,
+        &auth,
+        &ctx,
+        "webhook.deleted",
+        ("webhook_endpoint", id.as_str()),
+        None,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -309,12 +342,22 @@ pub struct RotatedSecret {
 pub async fn rotate_secret(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
 ) -> Result<Json<RotatedSecret>, ApiError> {
     let secret = state
         .store
         .rotate_webhook_secret(&auth.tenant_id, &auth.app_id, SECRET_OVERLAP_MS)
         .await?;
     tracing::info!(app_id = %auth.app_id, "webhook signing secret rotated");
+    audit::record(
+        &state,
+        &auth,
+        &ctx,
+        "webhook.secret_rotated",
+        ("app", auth.app_id.as_str()),
+        None,
+    )
+    .await;
     Ok(Json(RotatedSecret {
         secret: secret.expose().clone(),
         previous_valid_until: rfc3339(now_ms() + SECRET_OVERLAP_MS),
@@ -485,6 +528,7 @@ pub async fn list_deliveries(
 pub async fn replay(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
     IdPath(id): IdPath,
 ) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
     let id = DeliveryId::parse(&id).map_err(|_| ApiError::not_found())?;
@@ -498,6 +542,15 @@ pub async fn replay(
         )
         .await?;
     state.webhooks.wake();
+    audit::record(
+        &state,
+        &auth,
+        &ctx,
+        "webhook.delivery_replayed",
+        ("webhook_delivery", id.as_str()),
+        None,
+    )
+    .await;
     let d = state.store.get_delivery(&auth.app_id, &new[0]).await?;
     Ok((StatusCode::ACCEPTED, Json(d.into())))
 }
@@ -529,6 +582,7 @@ pub struct Recovered {
 pub async fn recover(
     State(state): State<AppState>,
     auth: Auth<Admin>,
+    ctx: RequestCtx,
     IdPath(id): IdPath,
     headers: HeaderMap,
     raw: Bytes,
@@ -549,6 +603,15 @@ pub async fn recover(
             .await?;
         state.webhooks.wake();
     }
+    audit::record(
+        &state,
+        &auth,
+        &ctx,
+        "webhook.recovered",
+        ("webhook_endpoint", id.as_str()),
+        Some(serde_json::json!({"queued": failed.len()})),
+    )
+    .await;
     Ok((
         StatusCode::ACCEPTED,
         Json(Recovered {

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod at_rest;
+mod audit;
 mod auth;
 mod isolation;
 mod keys;
