@@ -31,6 +31,9 @@ pub enum ApiError {
     },
     #[error("internal: {0}")]
     Internal(String),
+    /// Over a rate limit: `429` with `Retry-After` and the `RateLimit-*` headers.
+    #[error("rate limited ({})", .0.scope)]
+    RateLimited(crate::ratelimit::Limited),
 }
 
 impl ApiError {
@@ -105,11 +108,38 @@ impl IntoResponse for ApiError {
                 tracing::error!(cause = %cause, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, internal_body())
             }
+            ApiError::RateLimited(limited) => return rate_limited(&limited),
         };
         let mut res = status.into_response();
         res.extensions_mut().insert(body);
         res
     }
+}
+
+fn rate_limited(l: &crate::ratelimit::Limited) -> Response {
+    metrics::counter!("portcullis_rate_limited_total", "scope" => l.scope).increment(1);
+    let mut res = StatusCode::TOO_MANY_REQUESTS.into_response();
+    let secs = l.retry_after_secs().max(1).to_string();
+    let headers = res.headers_mut();
+    for (name, value) in [
+        ("retry-after", secs.clone()),
+        ("ratelimit-limit", l.limit.to_string()),
+        ("ratelimit-remaining", "0".to_owned()),
+        ("ratelimit-reset", secs),
+        (
+            "ratelimit-policy",
+            format!("{};w={}", l.limit, l.window.as_secs().max(1)),
+        ),
+    ] {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+    res.extensions_mut().insert(ErrorBody {
+        error: "Too many requests".to_owned(),
+        code: "rate_limited",
+    });
+    res
 }
 
 pub(crate) fn internal_body() -> ErrorBody {
