@@ -16,6 +16,24 @@ pub fn rfc3339_opt(ms: Option<i64>) -> Option<String> {
     ms.map(rfc3339)
 }
 
+/// An optional RFC 3339 query parameter, as unix milliseconds.
+pub fn time_param(
+    name: &str,
+    v: Option<&str>,
+) -> Result<Option<i64>, crate::error::ApiError> {
+    v.map(|s| {
+        s.parse::<jiff::Timestamp>()
+            .map(|t| t.as_millisecond())
+            .map_err(|_| {
+                crate::error::ApiError::unprocessable(
+                    "invalid_request",
+                    format!("{name} must be an RFC 3339 timestamp"),
+                )
+            })
+    })
+    .transpose()
+}
+
 /// A page of a listing.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct List<T> {

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::{Admin, Auth};
-use crate::dto::{List, PageParams, rfc3339};
+use crate::dto::{List, PageParams, rfc3339, time_param};
 use crate::error::ApiError;
 
 /// One recorded action.
@@ -59,20 +59,6 @@ pub struct AuditParams {
     pub until: Option<String>,
 }
 
-fn time(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
-    v.map(|s| {
-        s.parse::<jiff::Timestamp>()
-            .map(|t| t.as_millisecond())
-            .map_err(|_| {
-                ApiError::unprocessable(
-                    "invalid_request",
-                    format!("{name} must be an RFC 3339 timestamp"),
-                )
-            })
-    })
-    .transpose()
-}
-
 /// The app's audit trail, newest first.
 #[utoipa::path(
     operation_id = "audit_list",
@@ -91,8 +77,8 @@ pub async fn list(
     };
     let filter = AuditFilter {
         action: q.action.map(|a| a.chars().take(64).collect()),
-        since: time("since", q.since.as_deref())?,
-        until: time("until", q.until.as_deref())?,
+        since: time_param("since", q.since.as_deref())?,
+        until: time_param("until", q.until.as_deref())?,
     };
     let result = audit::list(
         &state.store.db,

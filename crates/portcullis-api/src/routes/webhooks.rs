@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::audit::{self, RequestCtx};
 use crate::auth::{Admin, Auth};
-use crate::dto::{IdPath, List, PageParams, parse_json, rfc3339, rfc3339_opt};
+use crate::dto::{IdPath, List, PageParams, parse_json, rfc3339, rfc3339_opt, time_param};
 use crate::error::ApiError;
 
 const MAX_URL: usize = 2048;
@@ -445,20 +445,6 @@ pub struct DeliveryParams {
     pub since: Option<String>,
     /// RFC 3339; deliveries created before.
     pub until: Option<String>,
-}
-
-fn time_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
-    v.map(|s| {
-        s.parse::<jiff::Timestamp>()
-            .map(|t| t.as_millisecond())
-            .map_err(|_| {
-                ApiError::unprocessable(
-                    "invalid_request",
-                    format!("{name} must be an RFC 3339 timestamp"),
-                )
-            })
-    })
-    .transpose()
 }
 
 /// The delivery log: every delivery with its attempts, newest first.
