@@ -1,9 +1,7 @@
 //! Recording privileged actions from the HTTP edge, with who, from where and in which
 //! request.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use portcullis_store::audit::{self, Actor, NewAuditEvent};
 
@@ -26,8 +24,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestCtx {
             request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
             client_ip: parts
                 .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string()),
+                .get::<crate::client_addr::ClientAddr>()
+                .map(|c| c.0.to_string()),
         })
     }
 }

@@ -9,10 +9,9 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use portcullis_crypto::{hash_matches, parse_presented_key};
@@ -21,6 +20,7 @@ use portcullis_store::apps::App;
 use portcullis_store::{keys, now_ms};
 
 use crate::AppState;
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 
 /// Who is calling: established from the key alone.
@@ -109,10 +109,19 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
         .ok_or_else(ApiError::unauthorized)?;
     let ip = parts
         .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .get::<ClientAddr>()
+        .map(|c| c.0.to_string())
         .unwrap_or_default();
     state.last_used.record(&record.id, now, ip);
+    // After authentication, so an unknown key cannot spend a real key's allowance.
+    state
+        .ratelimits
+        .check_caller(
+            record.id.as_str(),
+            record.app_id.as_str(),
+            record.tenant_id.as_str(),
+        )
+        .map_err(ApiError::RateLimited)?;
     Ok(Caller {
         key_id: record.id,
         tenant_id: record.tenant_id,

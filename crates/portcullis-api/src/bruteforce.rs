@@ -10,15 +10,16 @@
 //! In-process; shared counters for several instances (Redis) are the perimeter issue's.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 
 pub const MAX_FAILURES: usize = 10;
@@ -99,7 +100,11 @@ impl BruteForce {
             return false;
         }
         entry.blocked_until = None;
-        while entry.failures.front().is_some_and(|&t| t <= now - WINDOW_MS) {
+        while entry
+            .failures
+            .front()
+            .is_some_and(|&t| t <= now - WINDOW_MS)
+        {
             entry.failures.pop_front();
         }
         entry.failures.push_back(now);
@@ -157,11 +162,7 @@ fn too_many(retry_after_ms: i64) -> Response {
 
 /// Refuses blocked addresses before anything else runs, and counts every `401` answered.
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(ip) = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-    else {
+    let Some(ip) = req.extensions().get::<ClientAddr>().map(|c| c.0) else {
         return next.run(req).await;
     };
     let key = ClientKey::from(ip);
@@ -171,11 +172,17 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
             .increment(1);
         return too_many(ms);
     }
+    if let Err(limited) = state.ratelimits.check_ip(&ip.to_string()) {
+        return ApiError::RateLimited(limited).into_response();
+    }
     let res = next.run(req).await;
     if res.status() == StatusCode::UNAUTHORIZED {
         metrics::counter!("portcullis_security_events_total", "kind" => "auth_failure")
             .increment(1);
-        if state.bruteforce.record_failure(key, portcullis_store::now_ms()) {
+        if state
+            .bruteforce
+            .record_failure(key, portcullis_store::now_ms())
+        {
             metrics::counter!("portcullis_security_events_total", "kind" => "address_blocked")
                 .increment(1);
             tracing::warn!(target: "security", client = %ip, "address blocked after repeated authentication failures");
@@ -204,7 +211,11 @@ mod tests {
         assert_eq!(bf.blocked_for(k, 9_000), Some(BLOCK_MS));
         assert_eq!(bf.blocked_for(k, 9_000 + BLOCK_MS - 1), Some(1));
         assert_eq!(bf.blocked_for(k, 9_000 + BLOCK_MS), None);
-        assert_eq!(bf.blocked_for(v4("203.0.113.10"), 9_000), None, "others unaffected");
+        assert_eq!(
+            bf.blocked_for(v4("203.0.113.10"), 9_000),
+            None,
+            "others unaffected"
+        );
     }
 
     #[test]
@@ -217,7 +228,10 @@ mod tests {
         }
         // The first failure (t=0) has left the window by t=300000: nine in the window.
         assert!(!bf.record_failure(k, WINDOW_MS));
-        assert!(bf.record_failure(k, WINDOW_MS + 1), "ten within five minutes");
+        assert!(
+            bf.record_failure(k, WINDOW_MS + 1),
+            "ten within five minutes"
+        );
     }
 
     #[test]

@@ -17,10 +17,7 @@ pub fn rfc3339_opt(ms: Option<i64>) -> Option<String> {
 }
 
 /// An optional RFC 3339 query parameter, as unix milliseconds.
-pub fn time_param(
-    name: &str,
-    v: Option<&str>,
-) -> Result<Option<i64>, crate::error::ApiError> {
+pub fn time_param(name: &str, v: Option<&str>) -> Result<Option<i64>, crate::error::ApiError> {
     v.map(|s| {
         s.parse::<jiff::Timestamp>()
             .map(|t| t.as_millisecond())

@@ -3,12 +3,15 @@
 //! middleware ([`middleware`]). No business logic lives here: handlers parse input into
 //! domain types, call the store or the pipeline, and shape the answer.
 
+pub mod audit;
 pub mod auth;
 pub mod bruteforce;
+pub mod client_addr;
 pub mod dto;
 pub mod error;
 pub mod middleware;
 pub mod openapi;
+pub mod ratelimit;
 pub mod realtime;
 pub mod routes;
 
@@ -35,6 +38,8 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// Bearer token for `/metrics` (open in dev mode when unset).
     pub metrics_token: Option<Secret<String>>,
+    /// Peers whose `X-Forwarded-*` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +48,7 @@ impl Default for ApiConfig {
             dev_mode: false,
             body_limit: 102_400,
             metrics_token: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -58,6 +64,7 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     pub realtime: Arc<realtime::RealtimeTokens>,
     pub bruteforce: Arc<bruteforce::BruteForce>,
+    pub ratelimits: Arc<ratelimit::RateLimits>,
     /// Cancelled when the server shuts down (long-lived streams close on it).
     pub shutdown: CancellationToken,
 }
@@ -71,12 +78,18 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             bruteforce::guard,
         ))
-        .with_state(state)
+        .with_state(state.clone())
         // Layers run bottom-up on the way in: the request id first, so every later layer
         // (and the error shape) can name it.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        // Before anything that needs the client's address, and the HTTPS refusal before
+        // anything reads a credential.
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            client_addr::client_addr,
+        ))
         .layer(axum::middleware::from_fn(middleware::track_metrics))
         .layer(axum::middleware::from_fn(middleware::error_shape))
         .layer(axum::middleware::from_fn(middleware::security_headers))

@@ -66,12 +66,8 @@ pub struct RateLimitConfig {
     pub per_tenant: Option<Rate>,
 }
 
-type Keyed = RateLimiter<
-    String,
-    DefaultKeyedStateStore<String>,
-    DefaultClock,
-    StateInformationMiddleware,
->;
+type Keyed =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 struct Limit {
     scope: &'static str,
@@ -154,7 +150,10 @@ impl RateLimits {
     /// Forgets the state of keys that are back to full capacity (memory stays bounded by
     /// the clients active within one window).
     pub fn retain_recent(&self) {
-        for l in [&self.ip, &self.key, &self.app, &self.tenant].into_iter().flatten() {
+        for l in [&self.ip, &self.key, &self.app, &self.tenant]
+            .into_iter()
+            .flatten()
+        {
             l.limiter.retain_recent();
             l.limiter.shrink_to_fit();
         }
@@ -168,10 +167,24 @@ mod tests {
     #[test]
     fn rates_parse() {
         let r = Rate::parse("100/s").unwrap();
-        assert_eq!((r.count.get(), r.per, r.burst.get()), (100, Duration::from_secs(1), 100));
+        assert_eq!(
+            (r.count.get(), r.per, r.burst.get()),
+            (100, Duration::from_secs(1), 100)
+        );
         let r = Rate::parse("6000/m, burst=50").unwrap();
-        assert_eq!((r.count.get(), r.per, r.burst.get()), (6000, Duration::from_secs(60), 50));
-        for bad in ["", "100", "0/s", "100/d", "100/s,burst=0", "x/s", "100/s,b=3"] {
+        assert_eq!(
+            (r.count.get(), r.per, r.burst.get()),
+            (6000, Duration::from_secs(60), 50)
+        );
+        for bad in [
+            "",
+            "100",
+            "0/s",
+            "100/d",
+            "100/s,burst=0",
+            "x/s",
+            "100/s,b=3",
+        ] {
             assert!(Rate::parse(bad).is_err(), "{bad}");
         }
     }
@@ -188,9 +201,18 @@ mod tests {
         let limited = limits.check_caller("key_a", "app", "tnt").unwrap_err();
         assert_eq!(limited.scope, "key");
         assert_eq!(limited.limit, 3);
-        assert!((50..=60).contains(&limited.retry_after_secs()), "{limited:?}");
-        assert!(limits.check_caller("key_b", "app", "tnt").is_ok(), "other keys unaffected");
-        assert!(limits.check_ip("192.0.2.1").is_ok(), "no per-ip limit configured");
+        assert!(
+            (50..=60).contains(&limited.retry_after_secs()),
+            "{limited:?}"
+        );
+        assert!(
+            limits.check_caller("key_b", "app", "tnt").is_ok(),
+            "other keys unaffected"
+        );
+        assert!(
+            limits.check_ip("192.0.2.1").is_ok(),
+            "no per-ip limit configured"
+        );
     }
 
     #[test]
@@ -201,7 +223,10 @@ mod tests {
         });
         assert!(limits.check_caller("k1", "app_a", "t").is_ok());
         assert!(limits.check_caller("k2", "app_a", "t").is_ok());
-        assert_eq!(limits.check_caller("k3", "app_a", "t").unwrap_err().scope, "app");
+        assert_eq!(
+            limits.check_caller("k3", "app_a", "t").unwrap_err().scope,
+            "app"
+        );
         assert!(limits.check_caller("k3", "app_b", "t").is_ok());
     }
 }

@@ -109,7 +109,9 @@ pub async fn list(
 ) -> Result<Page<AuditEvent>, StoreError> {
     let limit = limit.clamp(1, 100);
     let rows: Vec<AuditEvent> = on_pool!(db.read(), |p| {
-        let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM audit_events WHERE app_id = "));
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE app_id = "
+        ));
         qb.push_bind(app.as_str());
         if let Some(a) = &filter.action {
             qb.push(" AND action = ").push_bind(a.as_str());

@@ -247,19 +247,16 @@ impl Store {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let rows: Vec<EventRow> =
-            on_pool!(self.db.read(), |p| {
-                sqlx::query_as(
-            sqlx::AssertSqlSafe(format!(
+        let rows: Vec<EventRow> = on_pool!(self.db.read(), |p| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {COLUMNS} FROM events WHERE app_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-            ))
-        )
-        .bind(app.as_str())
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(p)
-        .await
-            })?;
+            )))
+            .bind(app.as_str())
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await
+        })?;
         rows.into_iter().map(|r| self.open_event(r)).collect()
     }
 

@@ -462,7 +462,9 @@ impl Store {
         let mut events = Vec::new();
         for chunk in ids.chunks(500) {
             let rows: Vec<(String, String, String)> = on_tx!(&mut tx, |c| {
-                let mut qb = QueryBuilder::new("UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ");
+                let mut qb = QueryBuilder::new(
+                    "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ",
+                );
                 qb.push_bind(reason).push(", updated_at = ").push_bind(now);
                 qb.push(" WHERE enabled = 1 AND id IN (");
                 let mut sep = qb.separated(", ");
@@ -927,7 +929,9 @@ impl Store {
 
     /// One delivery of an app, with its attempts.
     pub async fn get_delivery(&self, app: &AppId, id: &DeliveryId) -> Result<Delivery, StoreError> {
-        let row: Option<DeliveryRow> = on_pool!(self.db.read(), |p| sqlx::query_as(
+        let row: Option<DeliveryRow> =
+            on_pool!(self.db.read(), |p| {
+                sqlx::query_as(
             sqlx::AssertSqlSafe(format!(
                 "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE app_id = $1 AND id = $2"
             ))
@@ -935,7 +939,8 @@ impl Store {
         .bind(app.as_str())
         .bind(id.as_str())
         .fetch_optional(p)
-        .await)?;
+        .await
+            })?;
         let mut d = vec![Self::delivery_from_row(row.ok_or(StoreError::NotFound)?)?];
         self.attach_attempts(&mut d).await?;
         Ok(d.remove(0))

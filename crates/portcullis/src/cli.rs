@@ -66,6 +66,9 @@ pub enum Command {
     Webhooks(WebhooksCmd),
     /// Drive a running gateway with load over HTTP and print throughput and latency.
     Bench(crate::bench::BenchArgs),
+    /// Drive a running gateway and measure how fast and how promptly its events reach
+    /// webhook endpoints or realtime WebSocket clients.
+    BenchEvents(crate::bench_events::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,6 +265,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Connections(cmd) => connections_cmd(&config, cmd).await,
         Command::Webhooks(cmd) => webhooks_cmd(cmd),
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::BenchEvents(args) => crate::bench_events::run(args).await,
     }
 }
 
@@ -337,6 +341,14 @@ async fn tenants_cmd(config: &Config, cmd: TenantsCmd) -> Result<()> {
     match cmd {
         TenantsCmd::Create { name, json } => {
             let t = tenants::create(&db, &name).await?;
+            cli_audit(
+                &db,
+                (Some(&t.id), None),
+                "tenant.created",
+                ("tenant", t.id.as_str()),
+                None,
+            )
+            .await;
             emit(json, serde_json::to_value(&t)?, || {
                 format!("created tenant {} ({})", t.id, t.name)
             });
@@ -463,6 +475,33 @@ fn verify_webhook(
     }
 }
 
+/// Records an action taken from the command line (on the server, so no client address).
+/// Like the API, an action that happened is not undone because its record failed; the
+/// failure is reported on stderr and in the security log.
+async fn cli_audit(
+    db: &Db,
+    scope: (Option<&TenantId>, Option<&AppId>),
+    action: &'static str,
+    target: (&'static str, &str),
+    detail: Option<serde_json::Value>,
+) {
+    let event = portcullis_store::audit::NewAuditEvent {
+        tenant_id: scope.0.cloned(),
+        app_id: scope.1.cloned(),
+        actor: portcullis_store::audit::Actor::Cli(std::env::var("USER").ok()),
+        action,
+        target_type: Some(target.0),
+        target_id: Some(target.1.to_owned()),
+        client_ip: None,
+        request_id: None,
+        detail,
+    };
+    if let Err(e) = portcullis_store::audit::record(db, &event).await {
+        tracing::error!(target: "security", error = %e, action, "recording an audit event failed");
+        eprintln!("warning: the audit event for {action} could not be recorded: {e}");
+    }
+}
+
 fn parse_app(s: &str) -> Result<AppId> {
     AppId::parse(s).map_err(|_| anyhow::anyhow!("{s:?} is not an app id (app_…)"))
 }
@@ -479,6 +518,14 @@ async fn apps_cmd(config: &Config, cmd: AppsCmd) -> Result<()> {
                     portcullis_store::StoreError::NotFound => anyhow::anyhow!("no tenant {tenant}"),
                     other => other.into(),
                 })?;
+            cli_audit(
+                &db,
+                (Some(&app.tenant_id), Some(&app.id)),
+                "app.created",
+                ("app", app.id.as_str()),
+                None,
+            )
+            .await;
             emit(json, serde_json::to_value(&app)?, || {
                 format!("created app {} ({})", app.id, app.name)
             });
@@ -503,7 +550,7 @@ async fn apps_cmd(config: &Config, cmd: AppsCmd) -> Result<()> {
             json,
         } => {
             let app = parse_app(&app)?;
-            apps::get_any_tenant(&db, &app)
+            let owner = apps::get_any_tenant(&db, &app)
                 .await
                 .map_err(|_| anyhow::anyhow!("no app {app}"))?;
             let route = connections
@@ -516,6 +563,14 @@ async fn apps_cmd(config: &Config, cmd: AppsCmd) -> Result<()> {
             apps::set_route(&db, &app, &route)
                 .await
                 .context("setting the route (do the connections exist?)")?;
+            cli_audit(
+                &db,
+                (Some(&owner.tenant_id), Some(&app)),
+                "app.route_set",
+                ("app", app.as_str()),
+                Some(json!({ "route": route })),
+            )
+            .await;
             emit(json, json!({ "app_id": app, "route": route }), || {
                 format!("route of {app} set")
             });
@@ -586,6 +641,14 @@ async fn apps_cmd(config: &Config, cmd: AppsCmd) -> Result<()> {
             }
             apps::set_allowed_purposes(&db, &app_id, &current.allowed_purposes).await?;
             apps::set_policy(&db, &app_id, &current.policy).await?;
+            cli_audit(
+                &db,
+                (Some(&current.tenant_id), Some(&app_id)),
+                "app.updated",
+                ("app", app_id.as_str()),
+                Some(json!({ "paused": current.policy.paused, "allowed_purposes": current.allowed_purposes })),
+            )
+            .await;
             emit(json, serde_json::to_value(&current)?, || {
                 format!("updated app {app_id}")
             });
@@ -603,6 +666,14 @@ async fn apps_cmd(config: &Config, cmd: AppsCmd) -> Result<()> {
                 }
             }
             apps::set_senders(&db, &app_id, &current.senders).await?;
+            cli_audit(
+                &db,
+                (Some(&current.tenant_id), Some(&app_id)),
+                "app.senders_changed",
+                ("app", app_id.as_str()),
+                Some(json!({ "senders": current.senders })),
+            )
+            .await;
             emit(
                 json,
                 json!({ "app_id": app_id, "senders": current.senders }),
@@ -632,6 +703,14 @@ async fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
             let mode = if test { KeyMode::Test } else { KeyMode::Live };
             let (record, new) =
                 keys::create(&db, &app.tenant_id, &app.id, role, mode, None).await?;
+            cli_audit(
+                &db,
+                (Some(&app.tenant_id), Some(&app.id)),
+                "key.created",
+                ("key", record.id.as_str()),
+                Some(json!({ "role": role.as_str(), "prefix": record.prefix, "test": test })),
+            )
+            .await;
             emit(
                 json,
                 json!({
@@ -677,9 +756,20 @@ async fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
         KeysCmd::Revoke { key_id } => {
             let id = KeyId::parse(&key_id)
                 .map_err(|_| anyhow::anyhow!("{key_id:?} is not a key id (key_…)"))?;
+            let (tenant, app) = keys::owner(&db, &id)
+                .await
+                .map_err(|_| anyhow::anyhow!("no key {id}"))?;
             keys::revoke_any_app(&db, &id)
                 .await
                 .map_err(|_| anyhow::anyhow!("no key {id}"))?;
+            cli_audit(
+                &db,
+                (Some(&tenant), Some(&app)),
+                "key.revoked",
+                ("key", id.as_str()),
+                None,
+            )
+            .await;
             eprintln!("revoked {id}");
         }
         KeysCmd::Rotate {
@@ -692,11 +782,19 @@ async fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
             }
             let id = KeyId::parse(&key_id)
                 .map_err(|_| anyhow::anyhow!("{key_id:?} is not a key id (key_…)"))?;
-            let (_, app) = keys::owner(&db, &id)
+            let (tenant, app) = keys::owner(&db, &id)
                 .await
                 .map_err(|_| anyhow::anyhow!("no key {id}"))?;
             let (record, new) =
                 keys::rotate(&db, &app, &id, i64::from(grace_seconds) * 1000).await?;
+            cli_audit(
+                &db,
+                (Some(&tenant), Some(&app)),
+                "key.rotated",
+                ("key", id.as_str()),
+                Some(json!({ "new_key_id": record.id.as_str(), "grace_seconds": grace_seconds })),
+            )
+            .await;
             emit(
                 json,
                 json!({ "id": record.id, "key": new.plaintext.expose(), "prefix": record.prefix, "role": record.role, "replaces": id }),

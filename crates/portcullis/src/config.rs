@@ -22,8 +22,15 @@ pub struct Config {
     pub listen: Option<String>,
     pub master_key: Option<String>,
     pub master_key_file: Option<PathBuf>,
+    /// PEM certificate chain (leaf first) served on `listen`; TLS is off without it.
     pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
     pub tls_key_file: Option<PathBuf>,
+    /// How often the certificate and key files are checked for changes.
+    pub tls_reload_interval_ms: u64,
+    /// A second, plain-HTTP listener; outside dev mode it refuses every request.
+    pub listen_http: Option<String>,
+    /// CIDRs (comma-separated) whose forwarding headers are believed.
     pub trusted_proxies: Option<String>,
     pub metrics_token: Option<String>,
     pub metrics_token_file: Option<PathBuf>,
@@ -50,6 +57,11 @@ pub struct Config {
     pub webhook_retry_schedule_ms: Option<String>,
     /// A receiver must answer within this.
     pub webhook_timeout_ms: u64,
+    /// Rate limits (`100/s`, `6000/m`, `100/s,burst=200`); unset: unlimited.
+    pub rate_limit_per_ip: Option<String>,
+    pub rate_limit_per_key: Option<String>,
+    pub rate_limit_per_app: Option<String>,
+    pub rate_limit_per_tenant: Option<String>,
 }
 
 impl Default for Config {
@@ -63,6 +75,8 @@ impl Default for Config {
             master_key_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            tls_reload_interval_ms: 5_000,
+            listen_http: None,
             trusted_proxies: None,
             metrics_token: None,
             metrics_token_file: None,
@@ -78,6 +92,10 @@ impl Default for Config {
             webhook_dns_servers: None,
             webhook_retry_schedule_ms: None,
             webhook_timeout_ms: 10_000,
+            rate_limit_per_ip: None,
+            rate_limit_per_key: None,
+            rate_limit_per_app: None,
+            rate_limit_per_tenant: None,
         }
     }
 }
@@ -122,6 +140,39 @@ impl Config {
         self.listen
             .clone()
             .unwrap_or_else(|| "127.0.0.1:8080".to_owned())
+    }
+
+    /// The trusted-proxy CIDRs (single addresses allowed).
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|c| {
+                c.parse::<ipnet::IpNet>()
+                    .map(|n| n.trunc())
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .with_context(|| format!("PORTCULLIS_TRUSTED_PROXIES: {c:?} is not a CIDR"))
+            })
+            .collect()
+    }
+
+    /// The certificate and key files, when TLS is configured.
+    pub fn tls_files(&self) -> Result<Option<(&Path, &Path)>> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => bail!(
+                "PORTCULLIS_TLS_CERT_FILE is set but PORTCULLIS_TLS_KEY_FILE is not: set both, to the PEM \
+                 certificate chain and its private key"
+            ),
+            (None, Some(_)) => bail!(
+                "PORTCULLIS_TLS_KEY_FILE is set but PORTCULLIS_TLS_CERT_FILE is not: set both, to the PEM \
+                 certificate chain and its private key"
+            ),
+        }
     }
 
     /// Where webhooks may go: the SSRF guard's policy.
@@ -191,6 +242,21 @@ impl Config {
         })
     }
 
+    pub fn rate_limits(&self) -> Result<portcullis_api::ratelimit::RateLimitConfig> {
+        let parse = |name: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(portcullis_api::ratelimit::Rate::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("PORTCULLIS_{name}: {e}"))
+        };
+        Ok(portcullis_api::ratelimit::RateLimitConfig {
+            per_ip: parse("RATE_LIMIT_PER_IP", &self.rate_limit_per_ip)?,
+            per_key: parse("RATE_LIMIT_PER_KEY", &self.rate_limit_per_key)?,
+            per_app: parse("RATE_LIMIT_PER_APP", &self.rate_limit_per_app)?,
+            per_tenant: parse("RATE_LIMIT_PER_TENANT", &self.rate_limit_per_tenant)?,
+        })
+    }
+
     pub fn webhook_config(&self) -> Result<portcullis_webhooks::WebhookConfig> {
         let mut c = portcullis_webhooks::WebhookConfig {
             timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
@@ -257,20 +323,11 @@ impl Config {
             return Ok(());
         }
         self.master_key()?;
-        let tls = self.tls_cert_file.is_some() || self.tls_key_file.is_some();
-        if tls {
+        let tls = self.tls_files()?.is_some();
+        if !tls && self.trusted_proxies()?.is_empty() {
             bail!(
-                "PORTCULLIS_TLS_CERT_FILE is set, but this build does not terminate TLS itself yet: \
-                 run behind a TLS-terminating proxy and set PORTCULLIS_TRUSTED_PROXIES to its address"
-            );
-        }
-        if self
-            .trusted_proxies
-            .as_deref()
-            .is_none_or(|p| p.trim().is_empty())
-        {
-            bail!(
-                "refusing to serve plain HTTP in production: set PORTCULLIS_TRUSTED_PROXIES to the CIDRs of the \
+                "refusing to serve plain HTTP in production: set PORTCULLIS_TLS_CERT_FILE and \
+                 PORTCULLIS_TLS_KEY_FILE to terminate TLS here, or PORTCULLIS_TRUSTED_PROXIES to the CIDRs of the \
                  TLS-terminating proxy in front of Portcullis (or use --dev on a development machine)"
             );
         }

@@ -4,11 +4,13 @@
 //! directly.
 
 pub mod bench;
+pub mod bench_events;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod server;
+pub mod tls;
 
 /// Installs the process-wide rustls crypto provider. Two providers end up in the
 /// dependency tree (aws-lc-rs through reqwest, ring through others) and rustls panics at

@@ -138,7 +138,8 @@ mod tests {
 
     #[test]
     fn ordinary_lines_are_untouched() {
-        let line = r#"{"msg":"message sent","message_id":"msg_0AbC","latency_ms":12,"to":"+1415555****"}"#;
+        let line =
+            r#"{"msg":"message sent","message_id":"msg_0AbC","latency_ms":12,"to":"+1415555****"}"#;
         assert_eq!(r(line), line);
     }
 
@@ -165,7 +166,11 @@ mod tests {
             .finish();
         let _guard = subscriber.set_default();
         // A careless caller: the raw number and key as plain strings.
-        tracing::warn!(phone = "+447700900123", key = "pcl_test_Zz9yXw8vUt7sRq6pOn5mLk4jIh3gFe2d", "careless");
+        tracing::warn!(
+            phone = "+447700900123",
+            key = "pcl_test_Zz9yXw8vUt7sRq6pOn5mLk4jIh3gFe2d",
+            "careless"
+        );
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(out.contains("careless"), "{out}");
         assert!(!out.contains("0123") && !out.contains("Rq6pOn5m"), "{out}");

@@ -1,12 +1,21 @@
 //! Wiring: database, keyring, pipeline and router, served on a listener until a shutdown
 //! token fires. Tests and `main` start the server the same way, through [`Server::start`].
+//!
+//! The main listener speaks TLS when a certificate is configured ([`crate::tls`]), plain
+//! HTTP otherwise; the optional `listen_http` listener is always plain. Each listener tags
+//! its requests with a [`Transport`], from which the API decides whether a request came
+//! over HTTPS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use axum::Extension;
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
+use portcullis_api::client_addr::Transport;
+use portcullis_api::ratelimit::RateLimits;
 use portcullis_api::realtime::RealtimeTokens;
 use portcullis_api::{ApiConfig, AppState, auth::LastUsed};
 use portcullis_crypto::Keyring;
@@ -20,10 +29,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::tls::{Tls, TlsListener};
 
 /// A running gateway.
 pub struct Server {
+    /// The main listener's address (TLS when a certificate is configured).
     pub addr: SocketAddr,
+    /// The plain `listen_http` listener's address, when there is one.
+    pub http_addr: Option<SocketAddr>,
+    /// Whether the main listener terminates TLS.
+    pub tls: bool,
     pub store: Store,
     shutdown: CancellationToken,
     handle: JoinHandle<Result<()>>,
@@ -38,6 +53,27 @@ impl Server {
     ) -> Result<Server> {
         portcullis_domain::phone::warm_up();
         let keyring = Arc::new(Keyring::new(&config.master_key()?));
+        // Everything about the perimeter is checked before the database is touched.
+        let tls = match config.tls_files()? {
+            Some((cert, key)) => Some(Arc::new(Tls::load(cert, key)?)),
+            None => None,
+        };
+        let trusted_proxies = config.trusted_proxies()?;
+        if let Some(everyone) = trusted_proxies.iter().find(|n| n.prefix_len() == 0) {
+            tracing::warn!(
+                cidr = %everyone,
+                "PORTCULLIS_TRUSTED_PROXIES trusts every address: any client can choose its own \
+                 address and claim HTTPS"
+            );
+        }
+        let http_listener = match &config.listen_http {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding PORTCULLIS_LISTEN_HTTP {addr}"))?,
+            ),
+            None => None,
+        };
         let url = config.database_url();
         if url.starts_with("sqlite:") {
             std::fs::create_dir_all(&config.data_dir)
@@ -68,6 +104,7 @@ impl Server {
             config.webhook_config()?,
             pipeline.events_written(),
         );
+        let ratelimits = Arc::new(RateLimits::new(&config.rate_limits()?));
         let realtime = Arc::new(RealtimeTokens::default());
         let last_used = Arc::new(LastUsed::default());
         let shutdown = CancellationToken::new();
@@ -78,28 +115,85 @@ impl Server {
                 dev_mode: config.dev,
                 body_limit: config.body_limit,
                 metrics_token: config.metrics_token()?,
+                trusted_proxies,
             }),
             metrics,
             last_used: last_used.clone(),
             webhooks: webhooks.clone(),
             realtime: realtime.clone(),
             bruteforce: Arc::default(),
+            ratelimits: ratelimits.clone(),
             shutdown: shutdown.clone(),
         };
         let app = portcullis_api::router(state);
         let addr = listener.local_addr()?;
+        let http_addr = match &http_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        if let Some(a) = http_addr {
+            tracing::info!(
+                addr = %a,
+                refuses_all = !config.dev,
+                "plain HTTP listener (PORTCULLIS_LISTEN_HTTP)"
+            );
+        }
 
-        let background =
-            spawn_housekeeping(store.clone(), last_used.clone(), realtime, shutdown.clone());
-        let token = shutdown.clone();
+        let mut serving = Vec::new();
+        let reloader = match &tls {
+            Some(tls) => {
+                let app = app.clone().layer(Extension(Transport::Tls));
+                // `tap_io` only to get axum's `ConnectInfo<SocketAddr>` for a listener of
+                // our own; the handshake task already set TCP_NODELAY.
+                let listener =
+                    TlsListener::new(listener, tls.acceptor(), shutdown.clone())?.tap_io(|_| {});
+                let token = shutdown.clone();
+                serving.push(tokio::spawn(async move {
+                    axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+                }));
+                Some(tls.clone().spawn_reloader(
+                    Duration::from_millis(config.tls_reload_interval_ms),
+                    shutdown.clone(),
+                ))
+            }
+            None => {
+                serving.push(serve_plain(
+                    listener,
+                    app.clone(),
+                    Transport::Plain,
+                    shutdown.clone(),
+                ));
+                None
+            }
+        };
+        if let Some(l) = http_listener {
+            serving.push(serve_plain(
+                l,
+                app,
+                Transport::PlainListener,
+                shutdown.clone(),
+            ));
+        }
+
+        let background = spawn_housekeeping(
+            store.clone(),
+            last_used.clone(),
+            realtime,
+            ratelimits,
+            shutdown.clone(),
+        );
         let handle = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .context("serving HTTP")?;
+            for s in serving {
+                s.await.context("listener task")?.context("serving HTTP")?;
+            }
+            if let Some(r) = reloader {
+                let _ = r.await;
+            }
             // Requests have drained; now let in-flight sends finish and be recorded, then
             // the last events be relayed and attempts in flight be recorded.
             pipeline.shutdown().await;
@@ -111,6 +205,8 @@ impl Server {
         });
         Ok(Server {
             addr,
+            http_addr,
+            tls: tls.is_some(),
             store,
             shutdown,
             handle,
@@ -134,6 +230,23 @@ impl Server {
     }
 }
 
+fn serve_plain(
+    listener: TcpListener,
+    app: axum::Router,
+    transport: Transport,
+    shutdown: CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    let app = app.layer(Extension(transport));
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    })
+}
+
 /// How long events and finished deliveries are kept (resume cursors, the delivery log).
 const EVENT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 const DELIVERY_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
@@ -142,6 +255,7 @@ fn spawn_housekeeping(
     store: Store,
     last_used: Arc<LastUsed>,
     realtime: Arc<RealtimeTokens>,
+    ratelimits: Arc<RateLimits>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let db = store.db.clone();
@@ -156,6 +270,7 @@ fn spawn_housekeeping(
             flush_last_used(&db, &last_used).await;
             let now = portcullis_store::now_ms();
             realtime.sweep(now);
+            ratelimits.retain_recent();
             sweeps += 1;
             // Hourly (the tick is 2 s).
             if sweeps.is_multiple_of(1800) {

@@ -22,13 +22,22 @@ async fn privileged_actions_are_recorded(backend: Backend) {
     let key_id = created["id"].as_str().unwrap().to_owned();
     let plaintext = created["key"].as_str().unwrap().to_owned();
     let (status, rotated) = app
-        .post(&format!("/v1/keys/{key_id}/rotate"), &app.admin_key, &json!({}))
+        .post(
+            &format!("/v1/keys/{key_id}/rotate"),
+            &app.admin_key,
+            &json!({}),
+        )
         .await;
     assert_eq!(status, 201);
     let new_id = rotated["id"].as_str().unwrap().to_owned();
-    app.delete(&format!("/v1/keys/{new_id}"), &app.admin_key).await;
+    app.delete(&format!("/v1/keys/{new_id}"), &app.admin_key)
+        .await;
     let (_, sup) = app
-        .post("/v1/suppressions", &app.admin_key, &json!({"phone": "+14155550777"}))
+        .post(
+            "/v1/suppressions",
+            &app.admin_key,
+            &json!({"phone": "+14155550777"}),
+        )
         .await;
     app.delete(
         &format!("/v1/suppressions/{}", sup["id"].as_str().unwrap()),
@@ -36,7 +45,11 @@ async fn privileged_actions_are_recorded(backend: Backend) {
     )
     .await;
     let (status, ep) = app
-        .post("/v1/webhooks", &app.admin_key, &json!({"url": "http://127.0.0.1:9/hook"}))
+        .post(
+            "/v1/webhooks",
+            &app.admin_key,
+            &json!({"url": "http://127.0.0.1:9/hook"}),
+        )
         .await;
     assert_eq!(status, 201, "{ep}");
     app.delete(
@@ -48,7 +61,10 @@ async fn privileged_actions_are_recorded(backend: Backend) {
     let (status, trail) = app.get("/v1/audit-events?limit=100", &app.admin_key).await;
     assert_eq!(status, 200, "{trail}");
     let events = trail["data"].as_array().unwrap();
-    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert_eq!(
         actions,
         [
@@ -69,7 +85,10 @@ async fn privileged_actions_are_recorded(backend: Backend) {
         assert!(e["request_id"].as_str().unwrap().starts_with("req_"));
         assert!(e["id"].as_str().unwrap().starts_with("aud_"));
     }
-    let rotated_event = events.iter().find(|e| e["action"] == "key.rotated").unwrap();
+    let rotated_event = events
+        .iter()
+        .find(|e| e["action"] == "key.rotated")
+        .unwrap();
     assert_eq!(rotated_event["target_id"], key_id.as_str());
     assert_eq!(rotated_event["detail"]["new_key_id"], new_id.as_str());
     let text = trail.to_string();
@@ -104,12 +123,11 @@ async fn privileged_actions_are_recorded(backend: Backend) {
     .await
     .map(|_| ()));
     assert!(update.is_err(), "UPDATE must be refused");
-    let delete = portcullis_store::on_pool!(db.write(), |p| sqlx::query(
-        "DELETE FROM audit_events"
-    )
-    .execute(p)
-    .await
-    .map(|_| ()));
+    let delete =
+        portcullis_store::on_pool!(db.write(), |p| sqlx::query("DELETE FROM audit_events")
+            .execute(p)
+            .await
+            .map(|_| ()));
     assert!(delete.is_err(), "DELETE must be refused");
     app.stop().await;
 }

@@ -163,7 +163,11 @@ async fn repeated_failures_block_the_address_only(backend: crate::helpers::Backe
         .await
         .unwrap();
     assert_eq!(res.status(), 429);
-    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((890..=900).contains(&retry), "{retry}");
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
     assert!(res.headers().contains_key("x-request-id"));
@@ -183,3 +187,41 @@ async fn repeated_failures_block_the_address_only(backend: crate::helpers::Backe
 }
 
 crate::both_backends!(repeated_failures_block_the_address_only);
+
+async fn rate_limited_keys_get_429_with_headers(backend: crate::helpers::Backend) {
+    let app = crate::helpers::TestApp::spawn_with(
+        backend,
+        crate::helpers::Options {
+            configure: |c| c.rate_limit_per_key = Some("1/m,burst=3".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let other = app.key_with_role("reader").await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/v1/app", &other).await.0, 200);
+    }
+    let res = app
+        .client
+        .get(app.url("/v1/app"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let h = res.headers();
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(h["ratelimit-limit"], "3");
+    assert_eq!(h["ratelimit-remaining"], "0");
+    assert_eq!(h["ratelimit-policy"], "3;w=60");
+    assert!(h.contains_key("x-request-id"));
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited");
+    assert_eq!(body["error"], "Too many requests");
+    // The admin key has its own allowance (it spent one creating the reader).
+    assert_eq!(app.get("/v1/app", &app.admin_key).await.0, 200);
+    app.stop().await;
+}
+
+crate::both_backends!(rate_limited_keys_get_429_with_headers);

@@ -109,6 +109,11 @@ impl TestApp {
             job_lease_seconds: 5,
             ..Config::default()
         };
+        if !opts.dev {
+            // Production refuses plain HTTP; the tests play a TLS-terminating proxy on
+            // loopback (the client below says `X-Forwarded-Proto: https`).
+            config.trusted_proxies = Some("127.0.0.1/32".into());
+        }
         (opts.configure)(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -124,6 +129,14 @@ impl TestApp {
             base: format!("http://{}", server.addr),
             client: reqwest::Client::builder()
                 .no_proxy()
+                .default_headers(
+                    [(
+                        reqwest::header::HeaderName::from_static("x-forwarded-proto"),
+                        reqwest::header::HeaderValue::from_static("https"),
+                    )]
+                    .into_iter()
+                    .collect(),
+                )
                 .build()
                 .expect("client"),
             server: Some(server),

@@ -351,7 +351,10 @@ async fn keys_and_failed_authentication_never_log_keys(backend: Backend) {
     let garbage = format!("CanaryToken-{}", random_alnum(24));
     let same_prefix = format!("{}{}", &admin[..13], random_alnum(28));
     // Each token from its own address, so the brute-force block does not answer first.
-    for (n, token) in [&unknown, &unknown_test, &garbage, &same_prefix].into_iter().enumerate() {
+    for (n, token) in [&unknown, &unknown_test, &garbage, &same_prefix]
+        .into_iter()
+        .enumerate()
+    {
         let client = app.client_from(20 + n as u8);
         let res = client
             .get(app.url("/v1/app"))

@@ -32,6 +32,12 @@ impl Received {
     }
 }
 
+/// What a receiver records, and how often it has seen each webhook-id.
+type ReceiverState = (
+    Arc<Mutex<Vec<Received>>>,
+    Arc<Mutex<HashMap<String, usize>>>,
+);
+
 /// A webhook receiver on 127.0.0.1 that fails the first `fail_first` attempts of every
 /// webhook-id with 500 (or answers `status` to everything), recording every request.
 pub struct Receiver {
@@ -58,10 +64,9 @@ impl Receiver {
             .route(
                 "/hook",
                 axum::routing::post(
-                    move |axum::extract::State((got, seen)): axum::extract::State<(
-                        Arc<Mutex<Vec<Received>>>,
-                        Arc<Mutex<HashMap<String, usize>>>,
-                    )>,
+                    move |axum::extract::State((got, seen)): axum::extract::State<
+                        ReceiverState,
+                    >,
                           headers: HeaderMap,
                           body: String| async move {
                         let now = cur.fetch_add(1, Ordering::SeqCst) + 1;
@@ -184,7 +189,7 @@ async fn deliveries_are_signed_and_complete(backend: Backend) {
         let ts: i64 = r.timestamp.parse().unwrap();
         assert!(
             verify(
-                &[secret.clone()],
+                std::slice::from_ref(&secret),
                 &r.id,
                 ts,
                 r.body.as_bytes(),
@@ -247,7 +252,10 @@ async fn deliveries_are_signed_and_complete(backend: Backend) {
     assert_eq!(inbound["data"]["body"], "thanks");
     assert_eq!(inbound["data"]["from"], "+1415555****");
     // STOP and START: the recipient's choices are events too.
-    for (word, kind) in [("STOP", "recipient.opted_out"), ("START", "recipient.opted_in")] {
+    for (word, kind) in [
+        ("STOP", "recipient.opted_out"),
+        ("START", "recipient.opted_in"),
+    ] {
         let (status, _) = app
             .post(
                 "/v1/simulator/inbound",
@@ -259,7 +267,11 @@ async fn deliveries_are_signed_and_complete(backend: Backend) {
         let got = rx
             .wait_for(kind, |g| g.iter().any(|r| r.json()["type"] == kind))
             .await;
-        let e = got.iter().find(|r| r.json()["type"] == kind).unwrap().json();
+        let e = got
+            .iter()
+            .find(|r| r.json()["type"] == kind)
+            .unwrap()
+            .json();
         assert_eq!(e["data"]["phone"], "+1415555****", "{e}");
         assert_eq!(e["data"]["source"], "inbound_keyword");
     }
@@ -435,7 +447,7 @@ async fn rotated_secrets_both_sign_during_the_overlap(backend: Backend) {
     let now = jiff::Timestamp::now().as_second();
     for s in [&old, &new] {
         assert!(verify(
-            &[s.clone()],
+            std::slice::from_ref(s),
             &r.id,
             ts,
             r.body.as_bytes(),
@@ -505,7 +517,9 @@ async fn gone_disables_and_the_guard_blocks_at_connection(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The app is told, through its other endpoints.
-    let told = watcher.wait_for("the disabled event", |g| g.len() == 1).await;
+    let told = watcher
+        .wait_for("the disabled event", |g| g.len() == 1)
+        .await;
     let e = told[0].json();
     assert_eq!(e["type"], "webhook.endpoint_disabled");
     assert_eq!(e["data"]["endpoint_id"], ep_id.as_str());
@@ -716,7 +730,10 @@ async fn a_slow_receiver_does_not_hold_up_the_others(backend: Backend) {
         .await;
     // The slow one has had at most its share of the workers (16 at a time by default)…
     let slow_so_far = slow.received().len();
-    assert!(slow_so_far < n, "the slow receiver was not the bottleneck: {slow_so_far}");
+    assert!(
+        slow_so_far < n,
+        "the slow receiver was not the bottleneck: {slow_so_far}"
+    );
     // …and still gets every event, exactly once, in the end.
     slow.wait_for("every event at the slow receiver", |g| ok_2xx(g).len() == n)
         .await;
