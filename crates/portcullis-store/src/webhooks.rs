@@ -929,18 +929,15 @@ impl Store {
 
     /// One delivery of an app, with its attempts.
     pub async fn get_delivery(&self, app: &AppId, id: &DeliveryId) -> Result<Delivery, StoreError> {
-        let row: Option<DeliveryRow> =
-            on_pool!(self.db.read(), |p| {
-                sqlx::query_as(
-            sqlx::AssertSqlSafe(format!(
+        let row: Option<DeliveryRow> = on_pool!(self.db.read(), |p| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE app_id = $1 AND id = $2"
-            ))
-        )
-        .bind(app.as_str())
-        .bind(id.as_str())
-        .fetch_optional(p)
-        .await
-            })?;
+            )))
+            .bind(app.as_str())
+            .bind(id.as_str())
+            .fetch_optional(p)
+            .await
+        })?;
         let mut d = vec![Self::delivery_from_row(row.ok_or(StoreError::NotFound)?)?];
         self.attach_attempts(&mut d).await?;
         Ok(d.remove(0))

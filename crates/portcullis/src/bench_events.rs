@@ -1040,7 +1040,8 @@ impl Report {
             "latency_ms": {
                 "basis": "event timestamp to arrival",
                 "p50": self.latency(50.0), "p90": self.latency(90.0),
-                "p99": self.latency(99.0), "max": self.latency(100.0),
+                "p99": self.latency(99.0), "p99_9": self.latency(99.9),
+                "max": self.latency(100.0),
             },
             "gateway": u.gateway.map(|(after, cpu)| json!({
                 "pid": args.pid,
@@ -1137,10 +1138,11 @@ impl Report {
         };
         let _ = writeln!(
             o,
-            "  latency           p50 {}  p90 {}  p99 {}  max {} ms  (event timestamp to arrival)",
+            "  latency           p50 {}  p90 {}  p99 {}  p99.9 {}  max {} ms  (event timestamp to arrival)",
             p(50.0),
             p(90.0),
             p(99.0),
+            p(99.9),
             p(100.0)
         );
         if let Some((after, cpu)) = u.gateway {
