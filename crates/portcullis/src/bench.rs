@@ -713,14 +713,18 @@ fn error_code(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned())
 }
 
-/// Nearest-rank percentile of a sorted list, in milliseconds.
-fn percentile_ms(sorted: &[u32], p: f64) -> Option<f64> {
+/// Nearest-rank percentile of a sorted list.
+pub(crate) fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    let i = rank.clamp(1, sorted.len()) - 1;
-    Some(f64::from(sorted[i]) / 1000.0)
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Nearest-rank percentile of a sorted list of microseconds, in milliseconds.
+fn percentile_ms(sorted: &[u32], p: f64) -> Option<f64> {
+    percentile(sorted, p).map(|us| f64::from(us) / 1000.0)
 }
 
 // ------------------------------------------------------------------ delivery
@@ -954,25 +958,25 @@ impl SplitMix {
 
 /// Memory and CPU of a process, from `/proc/<pid>/status` and `/proc/<pid>/stat`.
 #[derive(Debug, Clone, Copy)]
-struct ProcStats {
+pub(crate) struct ProcStats {
     /// Peak resident set (`VmHWM`), KiB.
-    hwm_kib: u64,
+    pub hwm_kib: u64,
     /// Resident set now (`VmRSS`), KiB.
-    rss_kib: u64,
+    pub rss_kib: u64,
     /// `utime + stime`, seconds.
-    cpu_secs: f64,
+    pub cpu_secs: f64,
 }
 
 /// `/proc` reports CPU times in USER_HZ, which is 100 on every Linux ABI in use.
-const USER_HZ: f64 = 100.0;
+pub(crate) const USER_HZ: f64 = 100.0;
 
 impl ProcStats {
-    fn read(pid: u32) -> Result<ProcStats> {
+    pub(crate) fn read(pid: u32) -> Result<ProcStats> {
         Self::read_path(&pid.to_string())
             .with_context(|| format!("reading /proc/{pid} (is --pid the gateway's pid?)"))
     }
 
-    fn read_self() -> Option<ProcStats> {
+    pub(crate) fn read_self() -> Option<ProcStats> {
         Self::read_path("self").ok()
     }
 

@@ -40,6 +40,8 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 
+use crate::bench::{ProcStats, USER_HZ, percentile};
+
 /// Arguments of `portcullis bench-events`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -360,15 +362,6 @@ fn latency_us(created: jiff::Timestamp, arrived: SystemTime) -> Option<i64> {
         .checked_sub(created.as_microsecond())
 }
 
-/// Nearest-rank percentile of a sorted list.
-fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
 /// What arrived, wherever it arrived.
 #[derive(Default)]
 struct Arrivals {
@@ -401,44 +394,6 @@ impl Arrivals {
 }
 
 // ------------------------------------------------------------------ /proc
-
-/// Memory and CPU of a process, from `/proc/<pid>/status` and `/proc/<pid>/stat`.
-#[derive(Debug, Clone, Copy)]
-struct ProcStats {
-    /// Peak resident set since the process started (`VmHWM`), KiB.
-    hwm_kib: u64,
-    /// `utime + stime`, seconds.
-    cpu_secs: f64,
-}
-
-/// `/proc` reports CPU times in USER_HZ, which is 100 on every Linux ABI in use.
-const USER_HZ: f64 = 100.0;
-
-impl ProcStats {
-    fn read(pid: &str) -> Result<ProcStats> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("reading /proc/{pid} (is --pid the gateway's pid?)"))?;
-        let hwm_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // The command name may hold spaces and parentheses: fields start after the last ')'.
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .context("unexpected /proc stat format")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // After ')': state is field 3 of stat(5), so utime (14) and stime (15) are at 11, 12.
-        let ticks = |i: usize| -> u64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0) };
-        Ok(ProcStats {
-            hwm_kib,
-            cpu_secs: (ticks(11) + ticks(12)) as f64 / USER_HZ,
-        })
-    }
-}
 
 /// Busy and total CPU time of the whole machine, in USER_HZ ticks, from `/proc/stat`.
 fn host_ticks() -> Option<(u64, u64)> {
@@ -494,8 +449,8 @@ impl Usage {
     fn start(pid: Option<u32>) -> Result<Usage> {
         Ok(Usage {
             gateway: pid,
-            gateway_before: pid.map(|p| ProcStats::read(&p.to_string())).transpose()?,
-            self_before: ProcStats::read("self").ok(),
+            gateway_before: pid.map(ProcStats::read).transpose()?,
+            self_before: ProcStats::read_self(),
             host_before: host_ticks(),
             started: Instant::now(),
         })
@@ -503,14 +458,14 @@ impl Usage {
 
     fn finish(&self) -> UsageReport {
         let gateway = match (self.gateway, self.gateway_before) {
-            (Some(pid), Some(before)) => ProcStats::read(&pid.to_string())
+            (Some(pid), Some(before)) => ProcStats::read(pid)
                 .ok()
                 .map(|after| (after, after.cpu_secs - before.cpu_secs)),
             _ => None,
         };
         let self_cpu_secs = self
             .self_before
-            .zip(ProcStats::read("self").ok())
+            .zip(ProcStats::read_self())
             .map(|(b, a)| a.cpu_secs - b.cpu_secs);
         let wall = self.started.elapsed();
         let host = self.host_before.zip(host_ticks()).map(|(b, a)| {
@@ -1212,7 +1167,7 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), Some(99));
         assert_eq!(percentile(&v, 100.0), Some(100));
         assert_eq!(percentile(&v, 0.0), Some(1));
-        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile::<i64>(&[], 50.0), None);
     }
 
     #[test]
