@@ -144,19 +144,12 @@ impl Config {
 
     /// The trusted-proxy CIDRs (single addresses allowed).
     pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>> {
-        self.trusted_proxies
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(|c| {
-                c.parse::<ipnet::IpNet>()
-                    .map(|n| n.trunc())
-                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .with_context(|| format!("PORTCULLIS_TRUSTED_PROXIES: {c:?} is not a CIDR"))
-            })
-            .collect()
+        comma_list(
+            &self.trusted_proxies,
+            "TRUSTED_PROXIES",
+            "a CIDR",
+            parse_cidr,
+        )
     }
 
     /// The certificate and key files, when TLS is configured.
@@ -177,37 +170,20 @@ impl Config {
 
     /// Where webhooks may go: the SSRF guard's policy.
     pub fn egress_policy(&self) -> Result<portcullis_egress::EgressPolicy> {
-        let list = |s: &Option<String>| -> Vec<String> {
-            s.as_deref()
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        let allowed_cidrs = list(&self.webhook_allowed_cidrs)
-            .iter()
-            .map(|c| {
-                c.parse::<ipnet::IpNet>()
-                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .with_context(|| {
-                        format!("PORTCULLIS_WEBHOOK_ALLOWED_CIDRS: {c:?} is not a CIDR")
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let ports = list(&self.webhook_allowed_ports);
+        let allowed_cidrs = comma_list(
+            &self.webhook_allowed_cidrs,
+            "WEBHOOK_ALLOWED_CIDRS",
+            "a CIDR",
+            parse_cidr,
+        )?;
+        let ports = comma_list(
+            &self.webhook_allowed_ports,
+            "WEBHOOK_ALLOWED_PORTS",
+            "a port",
+            |p| p.parse::<u16>().ok(),
+        )?;
         let allowed_ports = if !ports.is_empty() {
-            Some(
-                ports
-                    .iter()
-                    .map(|p| {
-                        p.parse::<u16>().with_context(|| {
-                            format!("PORTCULLIS_WEBHOOK_ALLOWED_PORTS: {p:?} is not a port")
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-            )
+            Some(ports)
         } else if self.dev {
             None
         } else {
@@ -222,19 +198,12 @@ impl Config {
 
     /// The resolver for webhook hosts.
     pub fn egress_resolver(&self) -> Result<portcullis_egress::Resolver> {
-        let servers = self
-            .webhook_dns_servers
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<std::net::SocketAddr>().with_context(|| {
-                    format!("PORTCULLIS_WEBHOOK_DNS_SERVERS: {s:?} is not ip:port")
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let servers = comma_list(
+            &self.webhook_dns_servers,
+            "WEBHOOK_DNS_SERVERS",
+            "ip:port",
+            |s| s.parse::<std::net::SocketAddr>().ok(),
+        )?;
         Ok(if servers.is_empty() {
             portcullis_egress::Resolver::System
         } else {
@@ -262,17 +231,13 @@ impl Config {
             timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
             ..Default::default()
         };
-        if let Some(s) = &self.webhook_retry_schedule_ms {
-            c.retry_schedule =
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        p.parse::<u64>().map(Duration::from_millis).with_context(|| {
-                        format!("PORTCULLIS_WEBHOOK_RETRY_SCHEDULE_MS: {p:?} is not milliseconds")
-                    })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+        if self.webhook_retry_schedule_ms.is_some() {
+            c.retry_schedule = comma_list(
+                &self.webhook_retry_schedule_ms,
+                "WEBHOOK_RETRY_SCHEDULE_MS",
+                "milliseconds",
+                |p| p.parse::<u64>().ok().map(Duration::from_millis),
+            )?;
         }
         Ok(c)
     }
@@ -333,6 +298,31 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A comma-separated setting (`PORTCULLIS_<name>`), each item parsed; blanks are skipped.
+fn comma_list<T>(
+    value: &Option<String>,
+    name: &str,
+    what: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>> {
+    value
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| parse(p).with_context(|| format!("PORTCULLIS_{name}: {p:?} is not {what}")))
+        .collect()
+}
+
+/// A CIDR, or a single address as its /32 or /128.
+fn parse_cidr(c: &str) -> Option<ipnet::IpNet> {
+    c.parse::<ipnet::IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
 }
 
 /// A secret from its variable or from the file its `_FILE` variable names.
