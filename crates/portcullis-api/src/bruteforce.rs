@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -147,17 +147,8 @@ impl BruteForce {
 }
 
 fn too_many(retry_after_ms: i64) -> Response {
-    let mut res = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_requests",
-        "Too many requests",
-    )
-    .into_response();
-    let secs = (retry_after_ms + 999) / 1000;
-    if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
-        res.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    res
+    let secs = u64::try_from(retry_after_ms).unwrap_or(0).div_ceil(1000);
+    crate::error::too_many_requests("too_many_requests", secs, &[])
 }
 
 /// Refuses blocked addresses before anything else runs, and counts every `401` answered.

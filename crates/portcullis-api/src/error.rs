@@ -118,26 +118,38 @@ impl IntoResponse for ApiError {
 
 fn rate_limited(l: &crate::ratelimit::Limited) -> Response {
     metrics::counter!("portcullis_rate_limited_total", "scope" => l.scope).increment(1);
+    let secs = l.retry_after_secs().max(1);
+    too_many_requests(
+        "rate_limited",
+        secs,
+        &[
+            ("ratelimit-limit", l.limit.to_string()),
+            ("ratelimit-remaining", "0".to_owned()),
+            ("ratelimit-reset", secs.to_string()),
+            (
+                "ratelimit-policy",
+                format!("{};w={}", l.limit, l.window.as_secs().max(1)),
+            ),
+        ],
+    )
+}
+
+/// A `429` with `Retry-After` (whole seconds, at least 1) and any further headers.
+pub(crate) fn too_many_requests(
+    code: &'static str,
+    retry_after_secs: u64,
+    headers: &[(&'static str, String)],
+) -> Response {
     let mut res = StatusCode::TOO_MANY_REQUESTS.into_response();
-    let secs = l.retry_after_secs().max(1).to_string();
-    let headers = res.headers_mut();
-    for (name, value) in [
-        ("retry-after", secs.clone()),
-        ("ratelimit-limit", l.limit.to_string()),
-        ("ratelimit-remaining", "0".to_owned()),
-        ("ratelimit-reset", secs),
-        (
-            "ratelimit-policy",
-            format!("{};w={}", l.limit, l.window.as_secs().max(1)),
-        ),
-    ] {
-        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
-            headers.insert(name, v);
+    let retry = retry_after_secs.max(1).to_string();
+    for (name, value) in std::iter::once(&("retry-after", retry)).chain(headers) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(value) {
+            res.headers_mut().insert(*name, v);
         }
     }
     res.extensions_mut().insert(ErrorBody {
         error: "Too many requests".to_owned(),
-        code: "rate_limited",
+        code,
     });
     res
 }

@@ -214,7 +214,7 @@ async fn attempt(
     results: mpsc::Sender<AttemptResult>,
 ) {
     let turn = tokio::time::timeout(GATE_WAIT, p.gate.permits.acquire()).await;
-    let Ok(Ok(_turn)) = turn else {
+    let Ok(Ok(turn)) = turn else {
         p.gate.queued.fetch_sub(1, Ordering::SeqCst);
         let _ = results.send(deferred(&job)).await;
         return;
@@ -245,7 +245,7 @@ async fn attempt(
         .egress
         .post(&p.url, headers, p.body.clone(), shared.config.timeout)
         .await;
-    drop(_turn);
+    drop(turn);
     p.gate.queued.fetch_sub(1, Ordering::SeqCst);
     let latency_ms = started.elapsed().as_millis() as i64;
     let result = classify(&shared.config, &job, res, latency_ms);
