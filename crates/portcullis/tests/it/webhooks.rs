@@ -217,11 +217,19 @@ async fn deliveries_are_signed_and_complete(backend: Backend) {
     assert_eq!(delivered["data"]["status"], "delivered");
     assert_eq!(delivered["data"]["connection_id"], "conn_simulator");
 
-    // The delivery log shows both, with their attempt.
-    let (status, log) = app
-        .get("/v1/webhooks/deliveries?status=succeeded", &app.admin_key)
-        .await;
-    assert_eq!(status, 200, "{log}");
+    // The delivery log shows both, with their attempt. The receiver answers before the
+    // gateway records its answer, so give the settlement a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let (status, log) = app
+            .get("/v1/webhooks/deliveries?status=succeeded", &app.admin_key)
+            .await;
+        assert_eq!(status, 200, "{log}");
+        if log["data"].as_array().unwrap().len() >= 2 || tokio::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let data = log["data"].as_array().unwrap();
     assert_eq!(data.len(), 2, "{log}");
     for d in data {
