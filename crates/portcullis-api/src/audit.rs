@@ -57,3 +57,46 @@ pub async fn record(
         tracing::error!(target: "security", error = %e, action, "recording an audit event failed");
     }
 }
+
+/// Tells an app that its keys are being tried from many addresses: a
+/// `security.auth_failures` event for its webhooks and stream, and an audit entry.
+pub async fn raise_auth_alert(
+    state: &AppState,
+    alert: &crate::alerts::Alert,
+) -> Result<(), portcullis_store::StoreError> {
+    let detail = serde_json::json!({
+        "failures": alert.failures,
+        "addresses": alert.addresses,
+        "window_seconds": crate::alerts::WINDOW_MS / 1000,
+    });
+    let now = portcullis_store::now_ms();
+    state
+        .store
+        .emit_app_events(&[portcullis_store::events::NewEvent {
+            id: portcullis_domain::EventId::new(),
+            tenant_id: alert.tenant_id.clone(),
+            app_id: alert.app_id.clone(),
+            kind: portcullis_domain::EventType::AuthFailures,
+            subject_id: None,
+            data: detail.clone(),
+            phone: None,
+            created_at: now,
+        }])
+        .await?;
+    state.pipeline.events_written().notify_one();
+    audit::record(
+        &state.store.db,
+        &NewAuditEvent {
+            tenant_id: Some(alert.tenant_id.clone()),
+            app_id: Some(alert.app_id.clone()),
+            actor: Actor::System,
+            action: "security.auth_failures",
+            target_type: Some("app"),
+            target_id: Some(alert.app_id.as_str().to_owned()),
+            client_ip: None,
+            request_id: None,
+            detail: Some(detail),
+        },
+    )
+    .await
+}

@@ -7,11 +7,16 @@
 //! failures from many addresses it first forgets expired entries, then unblocked ones, so
 //! memory stays flat and blocked addresses stay blocked.
 //!
-//! In-process; shared counters for several instances (Redis) are the perimeter issue's.
+//! Two backends behind [`BruteForce`]: the in-process table (the default), or the failure
+//! window and the block kept in Redis ([`crate::shared_counters`]) so that failures
+//! against any instance count together and a block holds on every instance. In Redis mode
+//! the in-process table still follows this instance's own failures: when Redis does not
+//! answer, it decides instead (per instance, never off), and a block it holds stands.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
-use std::sync::Mutex;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -21,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use crate::AppState;
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
+use crate::shared_counters::SharedCounters;
 
 pub const MAX_FAILURES: usize = 10;
 pub const WINDOW_MS: i64 = 5 * 60 * 1000;
@@ -51,27 +57,108 @@ impl From<IpAddr> for ClientKey {
     }
 }
 
+/// `203.0.113.9`, or `2001:db8:1:2::/64` (names the client in Redis keys).
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientKey::V4(octets) => Ipv4Addr::from(*octets).fmt(f),
+            ClientKey::V6(prefix) => {
+                let mut octets = [0u8; 16];
+                octets[..8].copy_from_slice(prefix);
+                write!(f, "{}/64", Ipv6Addr::from(octets))
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Entry {
     failures: VecDeque<i64>,
     blocked_until: Option<i64>,
 }
 
-/// The failure table.
+/// Where the failures are counted.
+enum Backend {
+    InProcess,
+    Redis(Arc<SharedCounters>),
+}
+
+/// Brute-force protection, in process or shared through Redis; callers see one type.
 pub struct BruteForce {
+    table: FailureTable,
+    backend: Backend,
+}
+
+impl Default for BruteForce {
+    /// In process.
+    fn default() -> Self {
+        BruteForce {
+            table: FailureTable::default(),
+            backend: Backend::InProcess,
+        }
+    }
+}
+
+impl BruteForce {
+    /// The window and the blocks in Redis, shared by every instance using the same Redis
+    /// and key prefix.
+    pub fn shared(counters: Arc<SharedCounters>) -> BruteForce {
+        BruteForce {
+            table: FailureTable::default(),
+            backend: Backend::Redis(counters),
+        }
+    }
+
+    /// Milliseconds until `key` is unblocked, if it is blocked (`now`: unix ms, for the
+    /// in-process table; Redis uses its own clock).
+    pub async fn blocked_for(&self, key: ClientKey, now: i64) -> Option<i64> {
+        let local = self.table.blocked_for(key, now);
+        if let Backend::Redis(shared) = &self.backend
+            && let Ok(shared) = shared.blocked_for(&key.to_string()).await
+        {
+            return shared.max(local);
+        }
+        local
+    }
+
+    /// Records a failed authentication; returns true if it (newly) blocks the address.
+    pub async fn record_failure(&self, key: ClientKey, now: i64) -> bool {
+        let local = self.table.record_failure(key, now);
+        if let Backend::Redis(shared) = &self.backend
+            && let Ok(blocked) = shared
+                .record_failure(&key.to_string(), MAX_FAILURES, WINDOW_MS, BLOCK_MS)
+                .await
+        {
+            return blocked;
+        }
+        local
+    }
+
+    /// Entries in the in-process table.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
+/// The in-process failure table.
+pub struct FailureTable {
     capacity: usize,
     table: Mutex<HashMap<ClientKey, Entry>>,
 }
 
-impl Default for BruteForce {
+impl Default for FailureTable {
     fn default() -> Self {
         Self::with_capacity(DEFAULT_CAPACITY)
     }
 }
 
-impl BruteForce {
-    pub fn with_capacity(capacity: usize) -> BruteForce {
-        BruteForce {
+impl FailureTable {
+    pub fn with_capacity(capacity: usize) -> FailureTable {
+        FailureTable {
             capacity: capacity.max(1),
             table: Mutex::new(HashMap::new()),
         }
@@ -158,12 +245,12 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let key = ClientKey::from(ip);
     let now = portcullis_store::now_ms();
-    if let Some(ms) = state.bruteforce.blocked_for(key, now) {
+    if let Some(ms) = state.bruteforce.blocked_for(key, now).await {
         metrics::counter!("portcullis_security_events_total", "kind" => "blocked_request")
             .increment(1);
         return too_many(ms);
     }
-    if let Err(limited) = state.ratelimits.check_ip(&ip.to_string()) {
+    if let Err(limited) = state.ratelimits.check_ip(&ip.to_string()).await {
         return ApiError::RateLimited(limited).into_response();
     }
     let res = next.run(req).await;
@@ -173,6 +260,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         if state
             .bruteforce
             .record_failure(key, portcullis_store::now_ms())
+            .await
         {
             metrics::counter!("portcullis_security_events_total", "kind" => "address_blocked")
                 .increment(1);
@@ -192,7 +280,7 @@ mod tests {
 
     #[test]
     fn ten_failures_in_five_minutes_block_for_fifteen() {
-        let bf = BruteForce::default();
+        let bf = FailureTable::default();
         let k = v4("203.0.113.9");
         for i in 0..9 {
             assert!(!bf.record_failure(k, i * 1000));
@@ -211,7 +299,7 @@ mod tests {
 
     #[test]
     fn the_window_slides() {
-        let bf = BruteForce::default();
+        let bf = FailureTable::default();
         let k = v4("198.51.100.1");
         bf.record_failure(k, 0);
         for i in 0..8 {
@@ -233,8 +321,52 @@ mod tests {
     }
 
     #[test]
+    fn client_keys_name_the_address_or_the_64() {
+        assert_eq!(v4("203.0.113.9").to_string(), "203.0.113.9");
+        assert_eq!(v4("::ffff:192.0.2.1").to_string(), "192.0.2.1");
+        assert_eq!(v4("2001:db8:1:2:ffff::9").to_string(), "2001:db8:1:2::/64");
+    }
+
+    /// Two instances on one Redis: failures against either count together, the block
+    /// holds on both, and an IPv6 /64 is one client.
+    #[tokio::test]
+    async fn in_redis_failures_and_blocks_are_shared() {
+        let shared = crate::shared_counters::tests::local_redis();
+        let (a, b) = (
+            BruteForce::shared(shared.clone()),
+            BruteForce::shared(shared),
+        );
+        let now = portcullis_store::now_ms();
+        for i in 0..9u16 {
+            let ip: IpAddr = format!("2001:db8:7:7::{i:x}").parse().unwrap();
+            let bf = if i % 2 == 0 { &a } else { &b };
+            assert!(!bf.record_failure(ClientKey::from(ip), now).await);
+        }
+        let k = v4("2001:db8:7:7::ffff");
+        assert_eq!(a.blocked_for(k, now).await, None);
+        assert!(b.record_failure(k, now).await, "the tenth blocks");
+        for bf in [&a, &b] {
+            let ms = bf.blocked_for(k, now).await.unwrap();
+            assert!((BLOCK_MS - 1000..=BLOCK_MS).contains(&ms), "{ms}");
+        }
+        assert_eq!(a.blocked_for(v4("2001:db8:7:8::1"), now).await, None);
+    }
+
+    /// Redis unreachable: the in-process table decides, so protection stays on.
+    #[tokio::test]
+    async fn unreachable_redis_falls_back_to_the_table() {
+        let bf = BruteForce::shared(crate::shared_counters::tests::closed_port_redis().await);
+        let k = v4("203.0.113.50");
+        for i in 0..9 {
+            assert!(!bf.record_failure(k, i).await);
+        }
+        assert!(bf.record_failure(k, 9).await);
+        assert_eq!(bf.blocked_for(k, 9).await, Some(BLOCK_MS));
+    }
+
+    #[test]
     fn a_flood_from_many_addresses_stays_bounded_and_keeps_blocks() {
-        let bf = BruteForce::with_capacity(1000);
+        let bf = FailureTable::with_capacity(1000);
         let blocked = v4("192.0.2.200");
         for t in 0..10 {
             bf.record_failure(blocked, t);

@@ -241,9 +241,13 @@ pub async fn client_addr(State(state): State<AppState>, mut req: Request, next: 
         Transport::Tls => forwarded.unwrap_or(true),
         Transport::Plain => forwarded.unwrap_or(false),
     };
-    if !https && !state.config.dev_mode {
+    // Health probes carry no credential and return nothing private; load balancers send
+    // them over plain HTTP to the second listener.
+    let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if !https && !state.config.dev_mode && !probe {
         metrics::counter!("portcullis_security_events_total", "kind" => "https_required")
             .increment(1);
+        tracing::info!(target: "security", client = ?origin.map(|o| o.client), "plain HTTP refused");
         return ApiError::new(StatusCode::FORBIDDEN, "https_required", "HTTPS required")
             .into_response();
     }

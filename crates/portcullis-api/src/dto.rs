@@ -100,6 +100,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
             "Content-Type must be application/json",
         ));
     }
+    check_json_shape(body)?;
     serde_json::from_slice(body).map_err(|e| {
         let message = match e.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
@@ -110,6 +111,60 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
         };
         ApiError::unprocessable("invalid_request", message)
     })
+}
+
+/// Deepest nesting of objects and arrays a request body may have. Our request bodies nest
+/// three levels at most; the limit leaves room for `metadata` without letting a nesting bomb
+/// near serde's recursion.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Most values (members and elements, at any depth) a request body may hold.
+pub const MAX_JSON_VALUES: usize = 2_000;
+
+/// Refuses bodies nested deeper than [`MAX_JSON_DEPTH`] or holding more than
+/// [`MAX_JSON_VALUES`] values, before anything is parsed or allocated. Hand-written because
+/// serde_json only bounds recursion (at 128, as an error indistinguishable from bad syntax)
+/// and never counts fields; one linear pass over bytes already in memory costs far less than
+/// the parse it guards. Syntax is left to the parser.
+fn check_json_shape(body: &[u8]) -> Result<(), ApiError> {
+    let mut depth = 0usize;
+    let mut values = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                values += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(ApiError::unprocessable(
+                        "json_too_deep",
+                        format!("request body nests deeper than {MAX_JSON_DEPTH} levels"),
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' | b':' => values += 1,
+            _ => {}
+        }
+        if values > MAX_JSON_VALUES {
+            return Err(ApiError::unprocessable(
+                "json_too_many_values",
+                format!("request body holds more than {MAX_JSON_VALUES} values"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The body of every error response.
@@ -139,5 +194,61 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdPath {
             .await
             .map(|axum::extract::Path(id)| IdPath(id))
             .map_err(|_| ApiError::not_found())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(body: &str) -> Option<&'static str> {
+        match check_json_shape(body.as_bytes()) {
+            Ok(()) => None,
+            Err(ApiError::Client { code, .. }) => Some(code),
+            Err(_) => Some("other"),
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded_at_the_limit() {
+        let ok = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        assert_eq!(code(&ok), None);
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
+        assert_eq!(code(&deep), Some("json_too_deep"));
+        // An unterminated bomb is refused as soon as it passes the limit.
+        assert_eq!(code(&"{\"a\":".repeat(100_000)), Some("json_too_deep"));
+    }
+
+    #[test]
+    fn brackets_and_commas_inside_strings_do_not_count() {
+        let s = format!(
+            "{{\"body\":\"{}\\\"{}\"}}",
+            "[".repeat(500),
+            ",".repeat(5000)
+        );
+        assert_eq!(code(&s), None);
+    }
+
+    #[test]
+    fn values_are_counted_at_every_depth() {
+        let many = format!("[{}]", vec!["1"; MAX_JSON_VALUES + 1].join(","));
+        assert_eq!(code(&many), Some("json_too_many_values"));
+        let fits = format!("[{}]", vec!["1"; MAX_JSON_VALUES / 2].join(","));
+        assert_eq!(code(&fits), None);
+        let members: Vec<String> = (0..MAX_JSON_VALUES)
+            .map(|i| format!("\"k{i}\":1"))
+            .collect();
+        assert_eq!(
+            code(&format!("{{\"metadata\":{{{}}}}}", members.join(","))),
+            Some("json_too_many_values")
+        );
     }
 }

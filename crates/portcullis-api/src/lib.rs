@@ -3,6 +3,7 @@
 //! middleware ([`middleware`]). No business logic lives here: handlers parse input into
 //! domain types, call the store or the pipeline, and shape the answer.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod bruteforce;
@@ -14,6 +15,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod realtime;
 pub mod routes;
+pub mod shared_counters;
 
 use std::sync::Arc;
 
@@ -40,6 +42,8 @@ pub struct ApiConfig {
     pub metrics_token: Option<Secret<String>>,
     /// Peers whose `X-Forwarded-*` / `Forwarded` headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Lifetime of access tokens from `POST /v1/oauth/token`.
+    pub access_token_ttl_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -49,6 +53,7 @@ impl Default for ApiConfig {
             body_limit: 102_400,
             metrics_token: None,
             trusted_proxies: Vec::new(),
+            access_token_ttl_secs: 900,
         }
     }
 }
@@ -64,6 +69,8 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     pub realtime: Arc<realtime::RealtimeTokens>,
     pub bruteforce: Arc<bruteforce::BruteForce>,
+    /// Failed authentications per app, for the distributed-failure alert.
+    pub auth_alerts: Arc<alerts::AuthFailureAlerts>,
     pub ratelimits: Arc<ratelimit::RateLimits>,
     /// Cancelled when the server shuts down (long-lived streams close on it).
     pub shutdown: CancellationToken,
@@ -90,6 +97,7 @@ pub fn router(state: AppState) -> Router {
             state,
             client_addr::client_addr,
         ))
+        .layer(axum::middleware::from_fn(middleware::header_limit))
         .layer(axum::middleware::from_fn(middleware::track_metrics))
         .layer(axum::middleware::from_fn(middleware::error_shape))
         .layer(axum::middleware::from_fn(middleware::security_headers))

@@ -93,6 +93,32 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     res
 }
 
+/// Most bytes the request line's target and all header names and values may take together.
+/// hyper itself refuses more than 100 headers or ~400 KB of head with a bare 431; this
+/// answers well before that, in our error shape, for the one huge header (a cookie, a forged
+/// `Authorization`) a client may send.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses requests whose head is larger than [`MAX_HEADER_BYTES`] with `431`.
+pub async fn header_limit(req: Request, next: Next) -> Response {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let size = target
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if size > MAX_HEADER_BYTES {
+        return crate::ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("request headers exceed {MAX_HEADER_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// Counts requests by route template (never the raw path, which holds ids) and status.
 pub async fn track_metrics(req: Request, next: Next) -> Response {
     let started = Instant::now();

@@ -6,7 +6,9 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{app, audit, health, inbound, keys, messages, policy, realtime, webhooks};
+use crate::routes::{
+    app, audit, health, inbound, keys, messages, oauth, policy, realtime, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +22,7 @@ use crate::routes::{app, audit, health, inbound, keys, messages, policy, realtim
         app::get,
         messages::send, messages::get, messages::list, messages::cancel,
         inbound::list, inbound::inject,
-        keys::create, keys::list, keys::rotate, keys::revoke,
+        keys::create, keys::list, keys::rotate, keys::revoke, oauth::token,
         policy::create_suppression, policy::list_suppressions, policy::delete_suppression,
         policy::create_consent, policy::list_consents, policy::delete_consent,
         policy::list_policy_events,

@@ -3,16 +3,22 @@
 //! configured. A limited request gets `429` with `Retry-After` and the `RateLimit-*`
 //! headers of the limit it hit.
 //!
-//! In-process: with several instances each enforces its own share. (Redis-shared counters
-//! are still to come; see the perimeter issue.)
+//! Two backends behind one type: in process (the default; with several instances each
+//! enforces the limits on its own share of the traffic), or shared by every instance
+//! through Redis ([`crate::shared_counters`], the same GCRA in a Lua script). When Redis
+//! does not answer, a request is checked in process instead (see that module's failure
+//! policy): limits never switch off.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+
+use crate::shared_counters::SharedCounters;
 
 /// A configured limit: `rate` per `per`, bursting to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +55,18 @@ impl Rate {
         Ok(Rate { count, per, burst })
     }
 
+    /// GCRA's emission interval: one request per this.
+    fn interval(&self) -> Duration {
+        (self.per / self.count.get()).max(Duration::from_nanos(1))
+    }
+
+    /// GCRA's tolerance: how far ahead of the schedule a burst may run.
+    fn tolerance(&self) -> Duration {
+        self.interval() * (self.burst.get() - 1)
+    }
+
     fn quota(&self) -> Quota {
-        let period = self.per / self.count.get();
-        Quota::with_period(period.max(Duration::from_nanos(1)))
+        Quota::with_period(self.interval())
             .expect("a positive period")
             .allow_burst(self.burst)
     }
@@ -87,12 +102,18 @@ impl Limit {
     fn check(&self, key: &str) -> Result<(), Limited> {
         match self.limiter.check_key(&key.to_owned()) {
             Ok(_) => Ok(()),
-            Err(not_until) => Err(Limited {
-                scope: self.scope,
-                limit: self.rate.burst.get(),
-                window: self.rate.per,
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-            }),
+            Err(not_until) => {
+                Err(self.limited(not_until.wait_time_from(DefaultClock::default().now())))
+            }
+        }
+    }
+
+    fn limited(&self, retry_after: Duration) -> Limited {
+        Limited {
+            scope: self.scope,
+            limit: self.rate.burst.get(),
+            window: self.rate.per,
+            retry_after,
         }
     }
 }
@@ -114,35 +135,84 @@ impl Limited {
     }
 }
 
-/// The limiters of this process.
+/// Where the counters live.
+enum Backend {
+    InProcess,
+    /// Shared through Redis; the in-process limiters are the fallback.
+    Redis(Arc<SharedCounters>),
+}
+
+/// The configured limits, checked in process or through Redis.
 pub struct RateLimits {
     ip: Option<Limit>,
     key: Option<Limit>,
     app: Option<Limit>,
     tenant: Option<Limit>,
+    backend: Backend,
 }
 
 impl RateLimits {
+    /// Limits counted in this process.
     pub fn new(config: &RateLimitConfig) -> RateLimits {
         RateLimits {
             ip: Limit::new("ip", config.per_ip),
             key: Limit::new("key", config.per_key),
             app: Limit::new("app", config.per_app),
             tenant: Limit::new("tenant", config.per_tenant),
+            backend: Backend::InProcess,
+        }
+    }
+
+    /// Limits counted in Redis, shared by every instance using the same Redis and key
+    /// prefix (in process while Redis does not answer).
+    pub fn shared(config: &RateLimitConfig, counters: Arc<SharedCounters>) -> RateLimits {
+        RateLimits {
+            backend: Backend::Redis(counters),
+            ..RateLimits::new(config)
         }
     }
 
     /// Before authentication: the client address.
-    pub fn check_ip(&self, ip: &str) -> Result<(), Limited> {
-        self.ip.as_ref().map_or(Ok(()), |l| l.check(ip))
+    pub async fn check_ip(&self, ip: &str) -> Result<(), Limited> {
+        self.check(&[(&self.ip, ip)]).await
     }
 
     /// After authentication: the key, its app, its tenant (narrowest first).
-    pub fn check_caller(&self, key: &str, app: &str, tenant: &str) -> Result<(), Limited> {
-        for (limit, id) in [(&self.key, key), (&self.app, app), (&self.tenant, tenant)] {
-            if let Some(l) = limit {
-                l.check(id)?;
+    pub async fn check_caller(&self, key: &str, app: &str, tenant: &str) -> Result<(), Limited> {
+        self.check(&[(&self.key, key), (&self.app, app), (&self.tenant, tenant)])
+            .await
+    }
+
+    /// Checks the configured ones of `limits` in order; the first that refuses answers.
+    async fn check(&self, limits: &[(&Option<Limit>, &str)]) -> Result<(), Limited> {
+        let active: Vec<(&Limit, &str)> = limits
+            .iter()
+            .filter_map(|(l, id)| l.as_ref().map(|l| (l, *id)))
+            .collect();
+        if active.is_empty() {
+            return Ok(());
+        }
+        if let Backend::Redis(shared) = &self.backend {
+            let specs: Vec<_> = active
+                .iter()
+                .map(|(l, id)| (l.scope, *id, l.rate.interval(), l.rate.tolerance()))
+                .collect();
+            // One round trip for every limit of the request; `Err`: fall back below.
+            if let Ok(answer) = shared.gcra(&specs).await {
+                let spent = answer.map_or(active.len(), |(i, _)| i);
+                // The in-process limiters follow this instance's own traffic, so that if
+                // Redis goes away they carry on from it rather than from a full burst.
+                for (l, id) in &active[..spent] {
+                    let _ = l.check(id);
+                }
+                return match answer {
+                    None => Ok(()),
+                    Some((i, wait)) => Err(active[i].0.limited(wait)),
+                };
             }
+        }
+        for (l, id) in active {
+            l.check(id)?;
         }
         Ok(())
     }
@@ -189,16 +259,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_burst_passes_then_the_rest_waits() {
-        let limits = RateLimits::new(&RateLimitConfig {
-            per_key: Some(Rate::parse("1/m,burst=3").unwrap()),
-            ..Default::default()
-        });
+    async fn the_burst_passes_then_the_rest_waits(limits: RateLimits) {
         for _ in 0..3 {
-            assert!(limits.check_caller("key_a", "app", "tnt").is_ok());
+            assert!(limits.check_caller("key_a", "app", "tnt").await.is_ok());
         }
-        let limited = limits.check_caller("key_a", "app", "tnt").unwrap_err();
+        let limited = limits
+            .check_caller("key_a", "app", "tnt")
+            .await
+            .unwrap_err();
         assert_eq!(limited.scope, "key");
         assert_eq!(limited.limit, 3);
         assert!(
@@ -206,27 +274,89 @@ mod tests {
             "{limited:?}"
         );
         assert!(
-            limits.check_caller("key_b", "app", "tnt").is_ok(),
+            limits.check_caller("key_b", "app", "tnt").await.is_ok(),
             "other keys unaffected"
         );
         assert!(
-            limits.check_ip("192.0.2.1").is_ok(),
+            limits.check_ip("192.0.2.1").await.is_ok(),
             "no per-ip limit configured"
         );
     }
 
-    #[test]
-    fn the_app_limit_spans_its_keys() {
-        let limits = RateLimits::new(&RateLimitConfig {
-            per_app: Some(Rate::parse("1/h,burst=2").unwrap()),
+    fn burst_config() -> RateLimitConfig {
+        RateLimitConfig {
+            per_key: Some(Rate::parse("1/m,burst=3").unwrap()),
             ..Default::default()
-        });
-        assert!(limits.check_caller("k1", "app_a", "t").is_ok());
-        assert!(limits.check_caller("k2", "app_a", "t").is_ok());
+        }
+    }
+
+    async fn the_app_limit_spans_its_keys(limits: RateLimits) {
+        assert!(limits.check_caller("k1", "app_a", "t").await.is_ok());
+        assert!(limits.check_caller("k2", "app_a", "t").await.is_ok());
         assert_eq!(
-            limits.check_caller("k3", "app_a", "t").unwrap_err().scope,
+            limits
+                .check_caller("k3", "app_a", "t")
+                .await
+                .unwrap_err()
+                .scope,
             "app"
         );
-        assert!(limits.check_caller("k3", "app_b", "t").is_ok());
+        assert!(limits.check_caller("k3", "app_b", "t").await.is_ok());
+    }
+
+    fn app_config() -> RateLimitConfig {
+        RateLimitConfig {
+            per_app: Some(Rate::parse("1/h,burst=2").unwrap()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn in_process() {
+        the_burst_passes_then_the_rest_waits(RateLimits::new(&burst_config())).await;
+        the_app_limit_spans_its_keys(RateLimits::new(&app_config())).await;
+    }
+
+    /// The same answers through Redis (127.0.0.1:6379, keys under a fresh prefix).
+    #[tokio::test]
+    async fn in_redis() {
+        let shared = crate::shared_counters::tests::local_redis();
+        assert!(shared.warm_up().await, "Redis at 127.0.0.1:6379");
+        let limits = RateLimits::shared(&burst_config(), shared.clone());
+        the_burst_passes_then_the_rest_waits(limits).await;
+        the_app_limit_spans_its_keys(RateLimits::shared(&app_config(), shared.clone())).await;
+        // Another instance (its own limiter, the same Redis) sees the same counters.
+        let other = RateLimits::shared(&burst_config(), shared);
+        assert_eq!(
+            other
+                .check_caller("key_a", "app", "tnt")
+                .await
+                .unwrap_err()
+                .scope,
+            "key"
+        );
+    }
+
+    /// Redis unreachable: the in-process limiters answer instead, and it is counted.
+    #[test]
+    fn unreachable_redis_falls_back_in_process() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            rt.block_on(async {
+                let shared = crate::shared_counters::tests::closed_port_redis().await;
+                let limits = RateLimits::shared(&burst_config(), shared);
+                the_burst_passes_then_the_rest_waits(limits).await;
+            })
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("portcullis_redis_fallbacks_total{check=\"rate_limit\"} 5"),
+            "{text}"
+        );
     }
 }

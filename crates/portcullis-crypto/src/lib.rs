@@ -7,11 +7,13 @@
 //!   them, and MACs for short-lived tokens.
 //! - [`apikey`]: the `pcl_live_…`/`pcl_test_…` API-key format, generation, SHA-256 hashing and
 //!   constant-time comparison.
+//! - [`access_token`]: short-lived HS256 access tokens minted from an API key.
 //! - [`webhook`]: Standard Webhooks (`whsec_…` secrets, `v1,` signatures).
 //!
 //! Every fallible operation returns [`CryptoError`]. Its messages never contain key material or
 //! the input that failed to parse, so they are safe to log and to show an operator.
 
+pub mod access_token;
 pub mod apikey;
 mod error;
 pub mod keyring;

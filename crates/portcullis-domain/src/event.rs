@@ -23,6 +23,10 @@ string_enum! {
         /// The gateway disabled one of the app's webhook endpoints (410 Gone, or failing
         /// for days). Sent to the app's other endpoints and its realtime stream.
         EndpointDisabled => "webhook.endpoint_disabled",
+        /// Authentication with the app's keys kept failing from many client addresses: a
+        /// key may be leaked or under attack. The addresses are blocked one by one; the app
+        /// itself is not.
+        AuthFailures => "security.auth_failures",
     }
 }
 

@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allowlist;
 pub mod body;
 pub mod encoding;
 pub mod event;
@@ -26,6 +27,7 @@ pub mod sender;
 pub mod status;
 pub mod tz;
 
+pub use allowlist::{AllowlistError, IpAllowlist};
 pub use body::{BodyError, DEFAULT_MAX_BODY_CHARS, MessageBody};
 pub use encoding::{Encoding, SegmentInfo, gsm7_decode, gsm7_encode, segment_info, split_segments};
 pub use event::EventType;

@@ -158,7 +158,7 @@ impl Egress {
             let host = Url::parse(raw)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned));
-            tracing::info!(code = b.code(), host, reason = %b, "blocked");
+            tracing::info!(target: "security", code = b.code(), host, reason = %b, "egress blocked");
         }
         vetted
     }
@@ -195,7 +195,7 @@ impl Egress {
             let host = url.host_str().unwrap_or("");
             match e {
                 EgressError::Blocked(b) => {
-                    tracing::warn!(code = b.code(), host, reason = %b, "blocked");
+                    tracing::warn!(target: "security", code = b.code(), host, reason = %b, "egress blocked");
                 }
                 other => {
                     tracing::debug!(class = other.class(), host, error = %other, "post failed")

@@ -83,6 +83,14 @@ impl Store {
         })
     }
 
+    /// Writes events and their outbox rows in a transaction of their own, for events that
+    /// change nothing else (a security alert).
+    pub async fn emit_app_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        self.insert_app_events(&mut tx, events).await?;
+        tx.commit().await
+    }
+
     /// Writes events and their outbox rows inside the caller's transaction.
     pub async fn insert_app_events(
         &self,

@@ -2,7 +2,7 @@
 //! the plaintext exists once, in the response that created it.
 
 use portcullis_crypto::{KeyMode, NewApiKey, generate_api_key};
-use portcullis_domain::{AppId, KeyId, Role, TenantId};
+use portcullis_domain::{AppId, IpAllowlist, KeyId, Role, TenantId};
 use serde::Serialize;
 
 use crate::apps::{App, AppRow};
@@ -24,6 +24,9 @@ pub struct ApiKeyRecord {
     pub replaced_by: Option<KeyId>,
     pub last_used_at: Option<i64>,
     pub last_used_ip: Option<String>,
+    /// Networks the key may be used from; empty for anywhere.
+    #[serde(skip)]
+    pub allowed_cidrs: IpAllowlist,
 }
 
 impl ApiKeyRecord {
@@ -62,14 +65,17 @@ struct KeyRow {
     replaced_by: Option<String>,
     last_used_at: Option<i64>,
     last_used_ip: Option<String>,
+    allowed_cidrs: String,
 }
 
 const COLUMNS: &str = "id, tenant_id, app_id, prefix, hash, role, mode, created_at, expires_at, \
-     revoked_at, rotated_at, replaced_by, last_used_at, last_used_ip";
+     revoked_at, rotated_at, replaced_by, last_used_at, last_used_ip, allowed_cidrs";
 
 impl KeyRow {
     fn into_record(self) -> Result<(ApiKeyRecord, Vec<u8>), StoreError> {
         let role = Role::parse(&self.role).map_err(StoreError::corrupt)?;
+        let allowed_cidrs =
+            IpAllowlist::from_stored(&self.allowed_cidrs).map_err(StoreError::corrupt)?;
         Ok((
             ApiKeyRecord {
                 id: KeyId::from_trusted(self.id),
@@ -85,6 +91,7 @@ impl KeyRow {
                 replaced_by: self.replaced_by.map(KeyId::from_trusted),
                 last_used_at: self.last_used_at,
                 last_used_ip: self.last_used_ip,
+                allowed_cidrs,
             },
             self.hash,
         ))
@@ -98,6 +105,13 @@ fn mode_str(mode: KeyMode) -> &'static str {
     }
 }
 
+/// Where and until when a key may be used.
+#[derive(Debug, Clone, Default)]
+pub struct KeyLimits {
+    pub expires_at: Option<i64>,
+    pub allowed_cidrs: IpAllowlist,
+}
+
 /// Creates a key for an app of `tenant`. Returns the record and the one-time plaintext.
 pub async fn create(
     db: &Db,
@@ -105,10 +119,10 @@ pub async fn create(
     app: &AppId,
     role: Role,
     mode: KeyMode,
-    expires_at: Option<i64>,
+    limits: KeyLimits,
 ) -> Result<(ApiKeyRecord, NewApiKey), StoreError> {
     let mut tx = db.begin().await?;
-    let created = insert(&mut tx, tenant, app, role, mode, expires_at).await?;
+    let created = insert(&mut tx, tenant, app, role, mode, limits).await?;
     tx.commit().await?;
     Ok(created)
 }
@@ -119,7 +133,7 @@ async fn insert(
     app: &AppId,
     role: Role,
     mode: KeyMode,
-    expires_at: Option<i64>,
+    limits: KeyLimits,
 ) -> Result<(ApiKeyRecord, NewApiKey), StoreError> {
     let new = generate_api_key(mode);
     let record = ApiKeyRecord {
@@ -130,19 +144,20 @@ async fn insert(
         role,
         test: matches!(mode, KeyMode::Test),
         created_at: now_ms(),
-        expires_at,
+        expires_at: limits.expires_at,
         revoked_at: None,
         rotated_at: None,
         replaced_by: None,
         last_used_at: None,
         last_used_ip: None,
+        allowed_cidrs: limits.allowed_cidrs,
     };
     // INSERT … SELECT FROM apps scoped by tenant: a key can only be minted for an app of
     // the tenant that asks.
     let res = on_tx!(tx, |c| {
         sqlx::query(
-        "INSERT INTO api_keys (id, tenant_id, app_id, prefix, hash, role, mode, created_at, expires_at)
-         SELECT $1, tenant_id, id, $4, $5, $6, $7, $8, $9 FROM apps WHERE id = $2 AND tenant_id = $3"
+        "INSERT INTO api_keys (id, tenant_id, app_id, prefix, hash, role, mode, created_at, expires_at, allowed_cidrs)
+         SELECT $1, tenant_id, id, $4, $5, $6, $7, $8, $9, $10 FROM apps WHERE id = $2 AND tenant_id = $3"
     )
     .bind(record.id.as_str())
     .bind(app.as_str())
@@ -152,7 +167,8 @@ async fn insert(
     .bind(role.as_str())
     .bind(mode_str(mode))
     .bind(record.created_at)
-    .bind(expires_at)
+    .bind(record.expires_at)
+    .bind(record.allowed_cidrs.to_stored())
     .execute(c)
     .await
     .map(|r| r.rows_affected())
@@ -179,6 +195,22 @@ pub async fn find_by_prefix(
     rows.into_iter().map(KeyRow::into_record).collect()
 }
 
+/// Keys joined with their apps; `$filter` is the WHERE clause, bound to one value. A macro
+/// so each query is one static string on this hot path.
+macro_rules! key_with_app_sql {
+    ($filter:literal) => {
+        concat!(
+            "SELECT k.id, k.tenant_id, k.app_id, k.prefix, k.hash, k.role, k.mode, k.created_at, ",
+            "k.expires_at, k.revoked_at, k.rotated_at, k.replaced_by, k.last_used_at, ",
+            "k.last_used_ip, k.allowed_cidrs, a.name AS app_name, a.senders AS app_senders, ",
+            "a.allowed_purposes AS app_allowed_purposes, a.max_body_chars AS app_max_body_chars, ",
+            "a.policy AS app_policy, a.created_at AS app_created_at FROM api_keys k ",
+            "JOIN apps a ON a.id = k.app_id AND a.tenant_id = k.tenant_id WHERE ",
+            $filter
+        )
+    };
+}
+
 #[derive(sqlx::FromRow)]
 struct KeyAppRow {
     #[sqlx(flatten)]
@@ -197,17 +229,31 @@ pub async fn find_by_prefix_with_app(
     db: &Db,
     prefix: &str,
 ) -> Result<Vec<(ApiKeyRecord, Vec<u8>, App)>, StoreError> {
+    with_app(db, key_with_app_sql!("k.prefix = $1"), prefix).await
+}
+
+/// A key and its app by key id: how a signed access token, which names its key, finds
+/// whether that key still stands.
+pub async fn find_by_id_with_app(
+    db: &Db,
+    id: &KeyId,
+) -> Result<Option<(ApiKeyRecord, App)>, StoreError> {
+    Ok(with_app(db, key_with_app_sql!("k.id = $1"), id.as_str())
+        .await?
+        .pop()
+        .map(|(k, _, a)| (k, a)))
+}
+
+async fn with_app(
+    db: &Db,
+    sql: &'static str,
+    value: &str,
+) -> Result<Vec<(ApiKeyRecord, Vec<u8>, App)>, StoreError> {
     let rows: Vec<KeyAppRow> = on_pool!(db.read(), |p| {
-        sqlx::query_as(
-        "SELECT k.id, k.tenant_id, k.app_id, k.prefix, k.hash, k.role, k.mode, k.created_at, k.expires_at, \
-         k.revoked_at, k.rotated_at, k.replaced_by, k.last_used_at, k.last_used_ip, \
-         a.name AS app_name, a.senders AS app_senders, a.allowed_purposes AS app_allowed_purposes, \
-         a.max_body_chars AS app_max_body_chars, a.policy AS app_policy, a.created_at AS app_created_at \
-         FROM api_keys k JOIN apps a ON a.id = k.app_id AND a.tenant_id = k.tenant_id WHERE k.prefix = $1"
-    )
-    .bind(prefix)
-    .fetch_all(p)
-    .await
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(value)
+            .fetch_all(p)
+            .await
     })?;
     rows.into_iter()
         .map(|r| {
@@ -326,9 +372,14 @@ pub async fn rotate(
     } else {
         KeyMode::Live
     };
-    // The new key inherits the old one's expiry only if it had one of its own.
+    // The new key inherits the old one's allowlist, and its expiry only if it had one of
+    // its own.
+    let limits = KeyLimits {
+        expires_at: old.expires_at,
+        allowed_cidrs: old.allowed_cidrs.clone(),
+    };
     let (new_record, new_key) =
-        insert(&mut tx, &old.tenant_id, app, old.role, mode, old.expires_at).await?;
+        insert(&mut tx, &old.tenant_id, app, old.role, mode, limits).await?;
     on_tx!(&mut tx, |c| {
         sqlx::query(
             "UPDATE api_keys SET expires_at = $1 WHERE replaced_by = $2 AND (expires_at IS NULL OR expires_at > $1)",

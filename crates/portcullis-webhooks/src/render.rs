@@ -110,7 +110,7 @@ fn data_of(
             }
         }
         // The snapshot (endpoint id and reason) is the whole story.
-        EventType::EndpointDisabled => {}
+        EventType::EndpointDisabled | EventType::AuthFailures => {}
         EventType::RecipientOptedOut | EventType::RecipientOptedIn => {
             if let Some(p) = &e.phone {
                 data.insert("phone".into(), phone(p, full));

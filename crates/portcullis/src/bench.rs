@@ -82,6 +82,10 @@ pub struct BenchArgs {
     /// `hyper` or `reqwest`.
     #[arg(long, value_enum, default_value_t = ClientKind::Auto)]
     pub client: ClientKind,
+    /// PEM CA certificate to trust for https:// (instead of the system's roots), for a
+    /// gateway with a private or self-signed certificate.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
@@ -101,6 +105,7 @@ impl std::fmt::Debug for BenchArgs {
             .field("pid", &self.pid)
             .field("wait_delivered", &self.wait_delivered)
             .field("client", &self.client)
+            .field("ca_file", &self.ca_file)
             .field("json", &self.json)
             .finish_non_exhaustive()
     }
@@ -153,11 +158,15 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         (ClientKind::Hyper, "https") => bail!("--client hyper speaks plain HTTP only"),
         (k, _) => k,
     };
-    let target = Target::new(&base, &args.key)?;
-    let control = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let ca = match &args.ca_file {
+        Some(path) => Some(reqwest::Certificate::from_pem(
+            &std::fs::read(path)
+                .with_context(|| format!("reading --ca-file {}", path.display()))?,
+        )?),
+        None => None,
+    };
+    let target = Target::new(&base, &args.key, ca)?;
+    let control = target.reqwest().timeout(Duration::from_secs(30)).build()?;
 
     // Fail early and clearly on a wrong URL or key.
     let res = control
@@ -271,10 +280,12 @@ struct Target {
     addr: Option<SocketAddr>,
     host: HeaderValue,
     auth: HeaderValue,
+    /// The only CA trusted for https://, when given.
+    ca: Option<reqwest::Certificate>,
 }
 
 impl Target {
-    fn new(base: &reqwest::Url, key: &str) -> Result<Target> {
+    fn new(base: &reqwest::Url, key: &str, ca: Option<reqwest::Certificate>) -> Result<Target> {
         let host = base.host_str().context("--url has no host")?.to_owned();
         let port = base.port_or_known_default().unwrap_or(80);
         let authority = match base.port() {
@@ -294,7 +305,18 @@ impl Target {
             addr,
             host: HeaderValue::from_str(&authority)?,
             auth,
+            ca,
         })
+    }
+
+    /// A reqwest client builder for this target: no proxy, and only `--ca-file` trusted
+    /// when it was given.
+    fn reqwest(&self) -> reqwest::ClientBuilder {
+        let b = reqwest::Client::builder().no_proxy();
+        match &self.ca {
+            Some(ca) => b.tls_certs_only([ca.clone()]),
+            None => b,
+        }
     }
 
     fn endpoint(&self, path: &str) -> String {
@@ -322,8 +344,8 @@ impl Conn {
         Ok(match kind {
             ClientKind::Reqwest => Conn::Reqwest {
                 // One client (and pool) per worker, so each worker keeps its own connection.
-                client: reqwest::Client::builder()
-                    .no_proxy()
+                client: target
+                    .reqwest()
                     .tcp_nodelay(true)
                     .pool_max_idle_per_host(1)
                     .timeout(Duration::from_secs(60))

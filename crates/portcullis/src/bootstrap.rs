@@ -27,8 +27,15 @@ pub async fn bootstrap_dev(db: &Db) -> Result<Option<Bootstrap>> {
     let tenant = tenants::create(db, "dev").await?;
     let app = apps::create(db, &tenant.id, "dev").await?;
     apps::set_senders(db, &app.id, &[DEV_SENDER.to_owned()]).await?;
-    let (record, new) =
-        keys::create(db, &tenant.id, &app.id, Role::Admin, KeyMode::Live, None).await?;
+    let (record, new) = keys::create(
+        db,
+        &tenant.id,
+        &app.id,
+        Role::Admin,
+        KeyMode::Live,
+        Default::default(),
+    )
+    .await?;
     Ok(Some(Bootstrap {
         tenant_id: tenant.id.to_string(),
         app_id: app.id.to_string(),

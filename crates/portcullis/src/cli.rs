@@ -34,6 +34,15 @@ pub struct GlobalArgs {
     /// Database URL: sqlite://… or postgres://… (default: DATA_DIR/portcullis.db).
     #[arg(long, global = true, env = "PORTCULLIS_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Redis URL (redis://… or rediss://…) for rate-limit and brute-force counters shared by
+    /// every instance (default: in-process).
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
     /// Configuration file (default: ./portcullis.toml if present).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
@@ -237,6 +246,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut overrides = Overrides {
         data_dir: cli.global.data_dir.clone(),
         database_url: cli.global.database_url.clone(),
+        redis_url: cli.global.redis_url.clone(),
         ..Overrides::default()
     };
     if let Command::Serve { dev, listen } = &cli.command {
@@ -246,7 +256,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         overrides.listen = listen.clone();
     }
     let config = Config::load(cli.global.config.as_deref(), &overrides)?;
-    crate::logging::init(config.log_format.as_deref(), config.dev);
+    crate::logging::init(
+        config.log_format.as_deref(),
+        config.dev,
+        config.security_log_file.as_deref(),
+    )?;
     match cli.command {
         Command::Serve { .. } => serve(config).await,
         Command::Openapi => {
@@ -702,7 +716,7 @@ async fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
                 .map_err(|_| anyhow::anyhow!("no app {app_id}"))?;
             let mode = if test { KeyMode::Test } else { KeyMode::Live };
             let (record, new) =
-                keys::create(&db, &app.tenant_id, &app.id, role, mode, None).await?;
+                keys::create(&db, &app.tenant_id, &app.id, role, mode, Default::default()).await?;
             cli_audit(
                 &db,
                 (Some(&app.tenant_id), Some(&app.id)),

@@ -26,6 +26,8 @@ pub struct Config {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
     pub tls_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) client certificates must chain to: mutual TLS.
+    pub tls_client_ca_file: Option<PathBuf>,
     /// How often the certificate and key files are checked for changes.
     pub tls_reload_interval_ms: u64,
     /// A second, plain-HTTP listener; outside dev mode it refuses every request.
@@ -35,8 +37,12 @@ pub struct Config {
     pub metrics_token: Option<String>,
     pub metrics_token_file: Option<PathBuf>,
     pub log_format: Option<String>,
+    /// Security events, as JSON lines, also to this file.
+    pub security_log_file: Option<PathBuf>,
     /// Largest request body in bytes.
     pub body_limit: usize,
+    /// Lifetime of access tokens from `POST /v1/oauth/token`, in seconds.
+    pub access_token_ttl_secs: u64,
     /// Delay before the simulator reports a receipt.
     pub simulator_delay_ms: u64,
     /// Append-only record of every submission the simulator accepted (for tests).
@@ -62,6 +68,13 @@ pub struct Config {
     pub rate_limit_per_key: Option<String>,
     pub rate_limit_per_app: Option<String>,
     pub rate_limit_per_tenant: Option<String>,
+    /// Redis (`redis://`, `rediss://`) for rate-limit and brute-force counters shared by
+    /// every instance; unset: counted in each process. A secret (it may hold a password).
+    pub redis_url: Option<String>,
+    pub redis_url_file: Option<PathBuf>,
+    /// Every Redis key starts with `{redis_key_prefix}:`; instances that should share
+    /// counters use the same one.
+    pub redis_key_prefix: String,
 }
 
 impl Default for Config {
@@ -75,13 +88,16 @@ impl Default for Config {
             master_key_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            tls_client_ca_file: None,
             tls_reload_interval_ms: 5_000,
             listen_http: None,
             trusted_proxies: None,
             metrics_token: None,
             metrics_token_file: None,
             log_format: None,
+            security_log_file: None,
             body_limit: 102_400,
+            access_token_ttl_secs: 900,
             simulator_delay_ms: 200,
             simulator_log_file: None,
             job_lease_seconds: 30,
@@ -96,6 +112,9 @@ impl Default for Config {
             rate_limit_per_key: None,
             rate_limit_per_app: None,
             rate_limit_per_tenant: None,
+            redis_url: None,
+            redis_url_file: None,
+            redis_key_prefix: "portcullis".to_owned(),
         }
     }
 }
@@ -111,6 +130,8 @@ pub struct Overrides {
     pub database_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
 }
 
 impl Config {
@@ -272,6 +293,16 @@ impl Config {
             "no master key: set PORTCULLIS_MASTER_KEY (base64 of 32 random bytes, e.g. from `openssl rand -base64 32`) \
              or PORTCULLIS_MASTER_KEY_FILE, or run with --dev for a development key"
         )
+    }
+
+    /// The Redis URL from `PORTCULLIS_REDIS_URL` or `PORTCULLIS_REDIS_URL_FILE`.
+    pub fn redis_url(&self) -> Result<Option<Secret<String>>> {
+        Ok(secret_value(
+            self.redis_url.as_deref(),
+            self.redis_url_file.as_deref(),
+            "PORTCULLIS_REDIS_URL",
+        )?
+        .filter(|url| !url.expose().is_empty()))
     }
 
     pub fn metrics_token(&self) -> Result<Option<Secret<String>>> {

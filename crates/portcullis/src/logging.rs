@@ -4,45 +4,105 @@
 //! Every line passes through [`Redacting`] on its way out. The code is written so that
 //! nothing sensitive is logged in the first place (`E164` masks itself, `Secret` redacts,
 //! bodies do not serialize); the writer is the second line, for what a careless field or a
-//! dependency's message might carry: phone numbers are masked, and API keys, realtime
-//! tokens, webhook secrets and bearer credentials are cut, whatever the caller passed.
+//! dependency's message might carry: phone numbers are masked, and API keys, access and
+//! realtime tokens, webhook secrets and bearer credentials are cut, whatever the caller
+//! passed.
+//!
+//! Security events (target `security`) can also go to a file of their own
+//! (`PORTCULLIS_SECURITY_LOG_FILE`), JSON lines, for alerting.
 
 use std::io;
-use std::sync::LazyLock;
+use std::path::Path;
+use std::sync::{LazyLock, Mutex};
 
 use regex::bytes::{Captures, Regex};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
-pub fn init(format: Option<&str>, dev: bool) {
+/// The target of security events (authentication failures, blocks, refused credentials,
+/// SSRF refusals, signature failures): `tracing::warn!(target: "security", …)`.
+pub const SECURITY_TARGET: &str = "security";
+
+/// Logs to stderr and, with `security_log`, copies security events as JSON lines to that
+/// file too, a stream of their own to alert on. An unopenable file is an error: a security
+/// log silently missing is worse than a gateway that will not start.
+pub fn init(format: Option<&str>, dev: bool, security_log: Option<&Path>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,tower_http=warn"));
+    let security = match security_log {
+        Some(path) => Some(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "opening PORTCULLIS_SECURITY_LOG_FILE {}: {e}",
+                        path.display()
+                    )
+                })?,
+        )),
+        None => None,
+    };
+    let _ = init_with(format, dev, filter, std::io::stderr, security);
+    Ok(())
+}
+
+/// The same subscriber as [`init`] over any writers and filter (the hostile tests capture
+/// what the product would log). Fails if a global subscriber is already set.
+pub fn init_with<W, S>(
+    format: Option<&str>,
+    dev: bool,
+    filter: EnvFilter,
+    writer: W,
+    security: Option<S>,
+) -> Result<(), tracing_subscriber::util::TryInitError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+    S: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let json = match format {
         Some("json") => true,
         Some("pretty") => false,
         _ => !dev,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(Redacting(std::io::stderr));
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
+    let main = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(Redacting(writer))
+            .boxed()
     } else {
-        builder.try_init()
+        tracing_subscriber::fmt::layer()
+            .with_writer(Redacting(writer))
+            .boxed()
     };
-    install_panic_hook();
+    let security = security.map(|w| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(Redacting(w))
+            .with_filter(Targets::new().with_target(SECURITY_TARGET, tracing::Level::TRACE))
+    });
+    tracing_subscriber::registry()
+        .with(main.with_filter(filter))
+        .with(security)
+        .try_init()?;
+    std::panic::set_hook(Box::new(log_panic));
+    Ok(())
 }
 
-/// Panics are logged with their location only: a panic message can carry request data
-/// (a number, a body), which must never reach a log line.
-fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        tracing::error!(location = %location, "panic");
-    }));
+/// The panic hook: panics are logged with their location only, since a panic message can
+/// carry request data (a number, a body), which must never reach a log line.
+pub fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    tracing::error!(location = %location, "panic");
 }
 
 /// Wraps a log writer so every line is scrubbed before it is written.
@@ -78,6 +138,7 @@ static CREDENTIAL: LazyLock<Regex> = LazyLock::new(|| {
         r"(?x)
         (?P<key>pcl_(?:live|test)_[0-9A-Za-z]{4})[0-9A-Za-z]{8,}
         | (?P<tok>wst_|whsec_)[0-9A-Za-z+/=_-]{8,}
+        | (?P<jwt>eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9\.)[0-9A-Za-z_-]+(?:\.[0-9A-Za-z_-]*)?
         | (?P<bearer>(?i:bearer)\s+)[^\s\x22,;]+",
     )
     .expect("valid pattern")
@@ -93,6 +154,7 @@ pub fn redact(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         let keep = c
             .name("key")
             .or_else(|| c.name("tok"))
+            .or_else(|| c.name("jwt"))
             .or_else(|| c.name("bearer"))
             .map(|m| m.as_bytes())
             .unwrap_or_default();
@@ -134,6 +196,13 @@ mod tests {
         assert!(out.contains("+1415555****"), "{out}");
         assert!(out.contains("Bearer [redacted]"), "{out}");
         assert!(out.contains("whsec_[redacted]"), "{out}");
+        let jwt =
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJrZXlfMSJ9.c2lnbmF0dXJlX3NpZ25hdHVyZQ";
+        let out = r(&format!(r#"{{"token":"{jwt}"}}"#));
+        assert_eq!(
+            out,
+            r#"{"token":"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.[redacted]"}"#
+        );
     }
 
     #[test]

@@ -14,9 +14,11 @@ use anyhow::{Context, Result};
 use axum::Extension;
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
+use portcullis_api::bruteforce::BruteForce;
 use portcullis_api::client_addr::Transport;
 use portcullis_api::ratelimit::RateLimits;
 use portcullis_api::realtime::RealtimeTokens;
+use portcullis_api::shared_counters::SharedCounters;
 use portcullis_api::{ApiConfig, AppState, auth::LastUsed};
 use portcullis_crypto::Keyring;
 use portcullis_egress::Egress;
@@ -55,7 +57,14 @@ impl Server {
         let keyring = Arc::new(Keyring::new(&config.master_key()?));
         // Everything about the perimeter is checked before the database is touched.
         let tls = match config.tls_files()? {
-            Some((cert, key)) => Some(Arc::new(Tls::load(cert, key)?)),
+            Some((cert, key)) => Some(Arc::new(Tls::load(
+                cert,
+                key,
+                config.tls_client_ca_file.as_deref(),
+            )?)),
+            None if config.tls_client_ca_file.is_some() => anyhow::bail!(
+                "PORTCULLIS_TLS_CLIENT_CA_FILE needs PORTCULLIS_TLS_CERT_FILE and PORTCULLIS_TLS_KEY_FILE"
+            ),
             None => None,
         };
         let trusted_proxies = config.trusted_proxies()?;
@@ -104,7 +113,21 @@ impl Server {
             config.webhook_config()?,
             pipeline.events_written(),
         );
-        let ratelimits = Arc::new(RateLimits::new(&config.rate_limits()?));
+        let rate_limits = config.rate_limits()?;
+        // Shared through Redis when configured. A bad URL stops start-up; an unreachable
+        // Redis does not: checks fall back to this process's counters until it answers.
+        let (ratelimits, bruteforce) = match config.redis_url()? {
+            Some(url) => {
+                let counters = Arc::new(SharedCounters::connect(&url, &config.redis_key_prefix)?);
+                counters.warm_up().await;
+                (
+                    RateLimits::shared(&rate_limits, counters.clone()),
+                    BruteForce::shared(counters),
+                )
+            }
+            None => (RateLimits::new(&rate_limits), BruteForce::default()),
+        };
+        let ratelimits = Arc::new(ratelimits);
         let realtime = Arc::new(RealtimeTokens::default());
         let last_used = Arc::new(LastUsed::default());
         let shutdown = CancellationToken::new();
@@ -116,12 +139,14 @@ impl Server {
                 body_limit: config.body_limit,
                 metrics_token: config.metrics_token()?,
                 trusted_proxies,
+                access_token_ttl_secs: config.access_token_ttl_secs.clamp(60, 86_400),
             }),
             metrics,
             last_used: last_used.clone(),
             webhooks: webhooks.clone(),
             realtime: realtime.clone(),
-            bruteforce: Arc::default(),
+            bruteforce: Arc::new(bruteforce),
+            auth_alerts: Arc::default(),
             ratelimits: ratelimits.clone(),
             shutdown: shutdown.clone(),
         };

@@ -7,6 +7,9 @@
 //! that does not load, or whose key does not match its certificate, is logged and the
 //! previous one keeps serving.
 //!
+//! Optionally mutual: with a client CA file, a client without a certificate issued under
+//! it never completes a handshake, so nothing it sends reaches HTTP.
+//!
 //! Handshakes run in their own tasks with a deadline, so a client that connects and says
 //! nothing holds neither the accept loop nor a connection slot for long.
 
@@ -76,17 +79,22 @@ impl std::fmt::Debug for Tls {
 
 impl Tls {
     /// Loads the pair and builds the server configuration; fails if the pair is unusable.
-    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Tls> {
+    /// With `client_ca`, every client must present a certificate chaining to one of the
+    /// CA certificates in that PEM file (mutual TLS, for listeners only operators reach).
+    pub fn load(cert_file: &Path, key_file: &Path, client_ca: Option<&Path>) -> Result<Tls> {
         // Explicit rather than the process default, so what is offered never depends on
         // which other crate installed a provider first.
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let key = load_pair(cert_file, key_file, &provider)?;
         let resolver = Arc::new(CertResolver(RwLock::new(Arc::new(key))));
-        let mut config = ServerConfig::builder_with_provider(provider.clone())
+        let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .context("TLS protocol versions")?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
+            .context("TLS protocol versions")?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, &provider)?),
+        };
+        let mut config = builder.with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Tls {
             cert_file: cert_file.to_path_buf(),
@@ -201,6 +209,36 @@ async fn recv(hangup: &mut Hangup) -> Option<()> {
 #[cfg(not(unix))]
 async fn recv(_: &mut Hangup) -> Option<()> {
     std::future::pending().await
+}
+
+/// A verifier accepting only client certificates issued under the CAs in `ca_file`.
+fn client_verifier(
+    ca_file: &Path,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let pem = std::fs::read(ca_file).with_context(|| {
+        format!(
+            "reading PORTCULLIS_TLS_CLIENT_CA_FILE {}",
+            ca_file.display()
+        )
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert =
+            cert.map_err(|e| anyhow!("PORTCULLIS_TLS_CLIENT_CA_FILE {}: {e}", ca_file.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| anyhow!("PORTCULLIS_TLS_CLIENT_CA_FILE {}: {e}", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!(
+            "PORTCULLIS_TLS_CLIENT_CA_FILE {}: no PEM certificate in it",
+            ca_file.display()
+        );
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| anyhow!("PORTCULLIS_TLS_CLIENT_CA_FILE {}: {e}", ca_file.display()))
 }
 
 /// Reads and checks a certificate chain and its key.

@@ -507,7 +507,8 @@ async fn production_refuses_plain_http_and_dev_serves_it() {
     for (method, path, key) in [
         ("GET", "/v1/keys", Some(gw.admin_key.as_str())),
         ("GET", "/v1/keys", Some(BAD_KEY)),
-        ("GET", "/healthz", None),
+        ("GET", "/v1/openapi.json", None),
+        ("GET", "/metrics", None),
         ("GET", "/no/such/route", None),
         ("POST", "/v1/messages", Some(gw.admin_key.as_str())),
     ] {
@@ -518,6 +519,13 @@ async fn production_refuses_plain_http_and_dev_serves_it() {
         let (status, headers, body) = status_json(req.send().await.unwrap()).await;
         assert_https_required(status, &headers, &body);
     }
+    // Health probes are the exception: load balancers send them in plain.
+    let res = plain
+        .get(format!("http://{http_addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
     // Even a trusted-proxy header does not make the plain listener HTTPS.
     let (status, headers, body) = status_json(
         plain
@@ -869,4 +877,66 @@ async fn start_up_checks_name_what_to_set() {
         assert!(!err.contains("c2VjcmV0"), "{err}");
         assert!(!err.contains(&other.key_pem[40..80]), "{err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_certificates_from_the_client_ca() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("gateway-mtls");
+    let operators = Pki::new();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("operators.pem");
+    std::fs::write(&ca_file, operators.ca_pem()).unwrap();
+    let ca_path = ca_file.clone();
+    let gw = Gateway::start(true, Some(&leaf), move |c| {
+        c.tls_client_ca_file = Some(ca_path);
+    })
+    .await;
+    let call = |identity: Option<&Leaf>| {
+        let mut b = tls_client(&pki, gw.addr(), None);
+        if let Some(id) = identity {
+            let pem = format!("{}{}", id.cert_pem, id.key_pem);
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        let client = b.build().unwrap();
+        let url = gw.https("/v1/app");
+        let key = gw.admin_key.clone();
+        async move { client.get(url).bearer_auth(key).send().await }
+    };
+    assert!(call(None).await.is_err(), "no client certificate");
+    let stranger = pki.leaf("not-an-operator");
+    assert!(
+        call(Some(&stranger)).await.is_err(),
+        "certificate from another CA"
+    );
+    let operator = operators.leaf("operator");
+    let res = call(Some(&operator))
+        .await
+        .expect("an operator's certificate is admitted");
+    assert_eq!(res.status(), 200);
+    gw.stop().await;
+
+    // A client CA without a server certificate is a configuration error, named.
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        dev: true,
+        data_dir: dir.path().to_path_buf(),
+        master_key: Some(
+            portcullis_crypto::MasterKey::generate()
+                .to_base64()
+                .expose()
+                .clone(),
+        ),
+        tls_client_ca_file: Some(ca_file),
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = Server::start(&config, listener, None)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{err:#}").contains("PORTCULLIS_TLS_CLIENT_CA_FILE"),
+        "{err:#}"
+    );
 }

@@ -5,8 +5,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use portcullis_crypto::{KeyMode, NewApiKey};
-use portcullis_domain::{KeyId, Role};
-use portcullis_store::keys::{self, ApiKeyRecord};
+use portcullis_domain::{IpAllowlist, KeyId, Role};
+use portcullis_store::keys::{self, ApiKeyRecord, KeyLimits};
 use portcullis_store::now_ms;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -33,6 +33,10 @@ pub struct KeyView {
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// The client address of the last authenticated use.
+    pub last_used_ip: Option<String>,
+    /// Networks the key may be used from; empty for anywhere.
+    pub allowed_cidrs: Vec<String>,
     pub replaced_by: Option<String>,
 }
 
@@ -48,6 +52,8 @@ impl KeyView {
             expires_at: rfc3339_opt(k.expires_at),
             revoked_at: rfc3339_opt(k.revoked_at),
             last_used_at: rfc3339_opt(k.last_used_at),
+            last_used_ip: k.last_used_ip.clone(),
+            allowed_cidrs: k.allowed_cidrs.entries(),
             replaced_by: k.replaced_by.as_ref().map(|k| k.as_str().to_owned()),
         }
     }
@@ -81,6 +87,10 @@ pub struct CreateKey {
     pub test: bool,
     /// Optional RFC 3339 expiry.
     pub expires_at: Option<String>,
+    /// Optional networks (CIDRs or addresses, at most 64) the key may be used from. A
+    /// request from anywhere else is refused like an invalid key. Rotation keeps the list.
+    #[serde(default)]
+    pub allowed_cidrs: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -126,10 +136,16 @@ pub async fn create(
             Some(ts.as_millisecond())
         }
     };
+    let allowed_cidrs = IpAllowlist::parse(&req.allowed_cidrs)
+        .map_err(|e| ApiError::unprocessable("invalid_allowed_cidrs", e.to_string()))?;
     let mode = if req.test {
         KeyMode::Test
     } else {
         KeyMode::Live
+    };
+    let limits = KeyLimits {
+        expires_at,
+        allowed_cidrs,
     };
     let (record, new) = keys::create(
         &state.store.db,
@@ -137,7 +153,7 @@ pub async fn create(
         &auth.app_id,
         role,
         mode,
-        expires_at,
+        limits,
     )
     .await?;
     tracing::info!(key_id = %record.id, prefix = %record.prefix, role = role.as_str(), "api key created");
@@ -147,7 +163,12 @@ pub async fn create(
         &ctx,
         "key.created",
         ("key", record.id.as_str()),
-        Some(serde_json::json!({"role": role.as_str(), "prefix": record.prefix, "test": req.test})),
+        Some(serde_json::json!({
+            "role": role.as_str(),
+            "prefix": record.prefix,
+            "test": req.test,
+            "allowed_cidrs": record.allowed_cidrs.entries(),
+        })),
     )
     .await;
     Ok((StatusCode::CREATED, Json(CreatedKey::new(&record, &new))))

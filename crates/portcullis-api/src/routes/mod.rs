@@ -2,10 +2,13 @@
 
 pub mod app;
 pub mod audit;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod health;
 pub mod inbound;
 pub mod keys;
 pub mod messages;
+pub mod oauth;
 pub mod policy;
 pub mod realtime;
 pub mod webhooks;
@@ -16,7 +19,10 @@ use axum::routing::{get, post};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let router = Router::new();
+    #[cfg(feature = "fault-injection")]
+    let router = router.route("/v1/__fault/panic", post(fault::panic));
+    router
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -27,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/messages/{id}/cancel", post(messages::cancel))
         .route("/v1/inbound", get(inbound::list))
         .route("/v1/simulator/inbound", post(inbound::inject))
+        .route("/v1/oauth/token", post(oauth::token))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/v1/keys/{id}/rotate", post(keys::rotate))

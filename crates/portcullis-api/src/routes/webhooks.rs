@@ -145,7 +145,9 @@ async fn vet_url(state: &AppState, url: &str) -> Result<String, ApiError> {
         .await
         .map(|u| u.to_string())
         .map_err(|b| {
-            tracing::info!(code = b.code(), "webhook URL refused");
+            metrics::counter!("portcullis_security_events_total", "kind" => "ssrf_refused")
+                .increment(1);
+            tracing::info!(target: "security", code = b.code(), "webhook URL refused");
             ApiError::unprocessable("invalid_webhook_url", format!("url refused: {b}"))
         })
 }

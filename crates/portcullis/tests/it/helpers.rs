@@ -251,7 +251,7 @@ impl TestApp {
             &a.id,
             portcullis_domain::Role::Admin,
             portcullis_crypto::KeyMode::Live,
-            None,
+            Default::default(),
         )
         .await
         .expect("key");
@@ -281,7 +281,7 @@ impl TestApp {
             &a.id,
             portcullis_domain::Role::Admin,
             portcullis_crypto::KeyMode::Live,
-            None,
+            Default::default(),
         )
         .await
         .expect("key");

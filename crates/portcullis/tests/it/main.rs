@@ -15,4 +15,5 @@ mod multi_instance;
 mod openapi;
 mod policy;
 mod realtime;
+mod shared_limits;
 mod webhooks;
