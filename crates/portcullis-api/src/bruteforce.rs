@@ -245,12 +245,19 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let key = ClientKey::from(ip);
     let now = portcullis_store::now_ms();
-    if let Some(ms) = state.bruteforce.blocked_for(key, now).await {
+    // Both at once: with Redis they are two round trips that need not wait for each other
+    // (a blocked address spending a rate-limit token does not matter).
+    let ip_text = ip.to_string();
+    let (blocked, limited) = tokio::join!(
+        state.bruteforce.blocked_for(key, now),
+        state.ratelimits.check_ip(&ip_text)
+    );
+    if let Some(ms) = blocked {
         metrics::counter!("portcullis_security_events_total", "kind" => "blocked_request")
             .increment(1);
         return too_many(ms);
     }
-    if let Err(limited) = state.ratelimits.check_ip(&ip.to_string()).await {
+    if let Err(limited) = limited {
         return ApiError::RateLimited(limited).into_response();
     }
     let res = next.run(req).await;

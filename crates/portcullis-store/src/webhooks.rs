@@ -571,6 +571,10 @@ impl Store {
     /// Creates deliveries due now. With a lease they are already the caller's first
     /// attempt, so the relay can hand them straight to the delivery worker without a claim
     /// round trip; if the process dies first, the lease runs out and any worker claims them.
+    ///
+    /// A leased delivery is due (for anyone else) when its lease ends, so that is its
+    /// `next_attempt_at`: the claim's index scan then never walks over deliveries that
+    /// are held, however many a worker has queued.
     pub async fn insert_deliveries(
         &self,
         tx: &mut Tx,
@@ -595,7 +599,7 @@ impl Store {
                         .push_bind(d.event_type.as_str())
                         .push_bind("pending")
                         .push_bind(attempts)
-                        .push_bind(now)
+                        .push_bind(lease_until.unwrap_or(now))
                         .push_bind(lease_until)
                         .push_bind(now)
                         .push_bind(now);
@@ -613,25 +617,54 @@ impl Store {
         lease_until: i64,
         limit: u32,
     ) -> Result<Vec<DeliveryJob>, StoreError> {
+        self.claim_deliveries_except(now, lease_until, limit, &[])
+            .await
+    }
+
+    /// Leases due deliveries whose previous lease (if any) has run out (and makes them due
+    /// again when the new one ends, see [`Store::insert_deliveries`]), passing over those
+    /// of the endpoints in `except` (whose queues in the worker are full: their rows stay
+    /// here, unleased, until the worker has room for them).
+    pub async fn claim_deliveries_except(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+        except: &[&str],
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
         let lock = match self.db.backend() {
             crate::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             crate::Backend::Sqlite => "",
         };
-        let rows: Vec<(String, String, String, String, i64)> =
-            on_pool!(self.db.write(), |p| sqlx::query_as(sqlx::AssertSqlSafe(
-                format!(
-                    "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = $1 \
-                 WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' \
-                 AND next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until < $2) \
-                 ORDER BY next_attempt_at LIMIT $3{lock}) \
-                 RETURNING id, app_id, endpoint_id, event_id, attempts"
-                )
-            ))
-            .bind(lease_until)
-            .bind(now)
-            .bind(i64::from(limit))
-            .fetch_all(p)
-            .await)?;
+        let rows: Vec<(String, String, String, String, i64)> = on_pool!(self.db.write(), |p| {
+            let mut qb = QueryBuilder::new(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = ",
+            );
+            qb.push_bind(lease_until)
+                .push(", next_attempt_at = ")
+                .push_bind(lease_until)
+                .push(
+                    " WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' \
+                 AND next_attempt_at <= ",
+                );
+            qb.push_bind(now)
+                .push(" AND (lease_until IS NULL OR lease_until < ")
+                .push_bind(now)
+                .push(")");
+            if !except.is_empty() {
+                qb.push(" AND endpoint_id NOT IN (");
+                let mut sep = qb.separated(", ");
+                for e in except {
+                    sep.push_bind(*e);
+                }
+                qb.push(")");
+            }
+            qb.push(" ORDER BY next_attempt_at LIMIT ")
+                .push_bind(i64::from(limit))
+                .push(lock)
+                .push(") RETURNING id, app_id, endpoint_id, event_id, attempts");
+            qb.build_query_as().fetch_all(p).await
+        })?;
         Ok(rows
             .into_iter()
             .map(|(id, app, endpoint, event, attempt)| DeliveryJob {

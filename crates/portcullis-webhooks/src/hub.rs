@@ -169,7 +169,7 @@ mod tests {
             app_id: app.clone(),
             seq: n,
             body: String::new(),
-            frame: format!("{{\"n\":{n}}}"),
+            frame: format!("{{\"n\":{n}}}").into(),
         })
     }
 

@@ -33,6 +33,11 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Most attempts in flight to one endpoint, so a slow receiver cannot starve others.
     pub per_endpoint_concurrency: usize,
+    /// Most deliveries waiting in one endpoint's queue in memory; beyond it they wait in
+    /// the database (see the worker).
+    pub queue_per_endpoint: usize,
+    /// Most deliveries waiting in every queue of this process together.
+    pub queue_total: usize,
     /// Most attempts in flight in this process.
     pub max_in_flight: usize,
     /// How long an attempt holds its delivery before another worker may take it over.
@@ -63,6 +68,8 @@ impl Default for WebhookConfig {
             ],
             timeout: Duration::from_secs(10),
             per_endpoint_concurrency: 16,
+            queue_per_endpoint: 5_000,
+            queue_total: 50_000,
             max_in_flight: 512,
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
@@ -80,6 +87,8 @@ pub(crate) struct Shared {
     pub egress: Egress,
     pub config: WebhookConfig,
     pub hub: Arc<Hub>,
+    /// The worker's queues, one per endpoint; the relay asks which are full.
+    pub lanes: worker::Lanes,
 }
 
 /// The running fan-out.
@@ -100,15 +109,16 @@ impl Webhooks {
         events_written: Arc<Notify>,
     ) -> Arc<Webhooks> {
         let hub = Hub::new(store.clone(), config.realtime_buffer);
+        let wake_worker = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             store,
             egress,
+            lanes: worker::Lanes::new(&config, wake_worker.clone()),
             config,
             hub,
         });
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let wake_worker = Arc::new(Notify::new());
         let (jobs_tx, jobs_rx) = mpsc::channel(64);
         tasks.spawn(relay::run(
             shared.clone(),

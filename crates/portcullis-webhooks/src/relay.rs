@@ -1,8 +1,10 @@
 //! The outbox relay: takes committed events off the outbox, creates a delivery for every
 //! enabled endpoint that wants each one, and tells the realtime hubs, all in one
 //! transaction per batch. The deliveries it creates are leased to this process and handed
-//! straight to the delivery worker.
+//! straight to the delivery worker, except those for endpoints whose queue in the worker
+//! is full: those are created unleased and wait in the database to be claimed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
+use crate::worker::Leased;
 
 const BATCH: u32 = 500;
 /// The PostgreSQL channel that carries `app:event` ids between instances.
@@ -21,7 +24,7 @@ pub(crate) const CHANNEL: &str = "portcullis_events";
 pub(crate) async fn run(
     shared: Arc<Shared>,
     wake: Arc<Notify>,
-    jobs: mpsc::Sender<Vec<DeliveryJob>>,
+    jobs: mpsc::Sender<Leased>,
     stop: CancellationToken,
 ) {
     let mut failures = 0u32;
@@ -52,10 +55,7 @@ pub(crate) async fn run(
     }
 }
 
-async fn relay_once(
-    shared: &Shared,
-    jobs: &mpsc::Sender<Vec<DeliveryJob>>,
-) -> Result<usize, StoreError> {
+async fn relay_once(shared: &Shared, jobs: &mpsc::Sender<Leased>) -> Result<usize, StoreError> {
     let store = &shared.store;
     let mut tx = store.db.begin().await?;
     let events = store.take_outbox(&mut tx, BATCH).await?;
@@ -83,10 +83,34 @@ async fn relay_once(
             });
         }
     }
+    // The worker's queues take what fits; the rest waits here, unleased, for the claim.
+    let mut wanted: HashMap<&str, usize> = HashMap::new();
+    for d in &deliveries {
+        *wanted.entry(d.endpoint_id.as_str()).or_default() += 1;
+    }
+    let wanted: Vec<(&str, usize)> = wanted.into_iter().collect();
+    let mut room: HashMap<String, usize> = shared
+        .lanes
+        .room_for(&wanted)
+        .into_iter()
+        .map(|(e, n)| (e.to_owned(), n))
+        .collect();
+    let (deliveries, waiting): (Vec<NewDelivery>, Vec<NewDelivery>) = deliveries
+        .into_iter()
+        .partition(|d| match room.get_mut(d.endpoint_id.as_str()) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        });
     let now = now_ms();
     let lease_until = now + shared.config.lease.as_millis() as i64;
     store
         .insert_deliveries(&mut tx, &deliveries, now, Some(lease_until))
+        .await?;
+    store
+        .insert_deliveries(&mut tx, &waiting, now, None)
         .await?;
     if store.db.backend() == Backend::Postgres {
         // Delivered to every listening instance when (and only if) this commits.
@@ -124,7 +148,12 @@ async fn relay_once(
             })
             .collect();
         // If the worker is gone (shutting down) the leases run out and a worker claims them.
-        let _ = jobs.send(leased).await;
+        let _ = jobs
+            .send(Leased {
+                jobs: leased,
+                lease_until,
+            })
+            .await;
     }
     Ok(events.len())
 }

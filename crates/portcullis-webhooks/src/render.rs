@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use portcullis_domain::{AppId, EventType};
 use portcullis_store::events::EventRecord;
 use portcullis_store::inbound::InboundMessage;
@@ -25,8 +26,9 @@ pub struct Rendered {
     pub seq: i64,
     /// The webhook body.
     pub body: String,
-    /// The realtime frame (the body with the event id).
-    pub frame: String,
+    /// The realtime frame (the body with the event id), UTF-8. Bytes, so that the one
+    /// copy is shared by every subscriber's socket.
+    pub frame: Bytes,
 }
 
 /// Renders events, reading what they are about in bulk.
@@ -175,7 +177,8 @@ fn finish(e: &EventRecord, mut data: Map<String, Value>) -> Rendered {
         "timestamp": timestamp,
         "data": data,
     })
-    .to_string();
+    .to_string()
+    .into();
     Rendered {
         event_id: e.id.as_str().to_owned(),
         app_id: e.app_id.clone(),
@@ -215,7 +218,7 @@ mod tests {
         assert!(!masked.body.contains("0123"));
         let full = finish(&e, data_of(&e, &HashMap::new(), &HashMap::new(), true));
         assert!(full.body.contains("+14155550123"));
-        let v: Value = serde_json::from_str(&masked.frame).unwrap();
+        let v: Value = serde_json::from_slice(&masked.frame).unwrap();
         assert_eq!(v["id"], e.id.as_str());
         assert_eq!(v["type"], "recipient.opted_out");
         assert_eq!(v["timestamp"], "2023-11-14T22:13:20Z");

@@ -760,10 +760,15 @@ async fn client(
     };
     let _ = connected.send(true).await;
     drop(connected);
+    // Made once: a `cancelled()` made per frame registers with the token shared by every
+    // client, and a thousand clients doing that per frame cost this process (which shares
+    // the cores with the gateway) more than reading the frames.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let msg = tokio::select! {
             m = ws.next() => m,
-            _ = stop.cancelled() => break,
+            _ = &mut stopped => break,
         };
         let arrived = SystemTime::now();
         match msg {

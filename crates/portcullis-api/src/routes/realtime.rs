@@ -32,6 +32,8 @@ const HEARTBEAT: Duration = Duration::from_secs(20);
 const KEY_CHECK: Duration = Duration::from_secs(30);
 /// Most missed events replayed on resume; a client further behind pages the API.
 const MAX_BACKLOG: usize = 10_000;
+/// Read buffer per socket.
+const READ_BUFFER: usize = 4 * 1024;
 
 /// Close codes (4000–4999 are the application's).
 const CLOSE_TOO_SLOW: u16 = 4008;
@@ -134,6 +136,8 @@ pub async fn stream(
     let since = q.since.filter(|s| !s.is_empty());
     Ok(ws
         .max_message_size(64 * 1024)
+        // Clients only answer pings: the default 128 KiB read buffer per socket is waste.
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| run(state, grant, since, socket)))
 }
 
@@ -143,6 +147,13 @@ async fn key_usable(state: &AppState, grant: &Grant) -> Result<bool, ApiError> {
         Err(StoreError::NotFound) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A frame as a text message. The bytes are shared, not copied: one event goes to every
+/// subscriber of its app.
+fn text(frame: &axum::body::Bytes) -> Message {
+    // Rendered from a `String`, so always UTF-8; checking again is cheap next to a copy.
+    Message::Text(Utf8Bytes::try_from(frame.clone()).unwrap_or_default())
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
@@ -169,6 +180,12 @@ async fn run(state: AppState, grant: Grant, since: Option<String>, mut socket: W
     let mut key_check = tokio::time::interval(KEY_CHECK);
     key_check.tick().await;
     let mut unanswered = 0u32;
+    // Made once, not on every turn of the loop: each `cancelled()` registers with its
+    // token, and a thousand sockets re-registering for every frame add up.
+    let overflowed = sub.overflowed.clone().cancelled_owned();
+    tokio::pin!(overflowed);
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             frame = sub.events.recv() => {
@@ -176,11 +193,11 @@ async fn run(state: AppState, grant: Grant, since: Option<String>, mut socket: W
                 if !replayed.is_empty() && replayed.remove(&frame.event_id) {
                     continue;
                 }
-                if socket.send(Message::Text(frame.frame.clone().into())).await.is_err() {
+                if socket.send(text(&frame.frame)).await.is_err() {
                     return;
                 }
             }
-            _ = sub.overflowed.cancelled() => {
+            _ = &mut overflowed => {
                 return close(socket, CLOSE_TOO_SLOW, "client too slow; reconnect with since").await;
             }
             incoming = socket.recv() => match incoming {
@@ -203,7 +220,7 @@ async fn run(state: AppState, grant: Grant, since: Option<String>, mut socket: W
                     return close(socket, CLOSE_KEY_REVOKED, "key revoked").await;
                 }
             }
-            _ = state.shutdown.cancelled() => {
+            _ = &mut shutdown => {
                 return close(socket, CLOSE_GOING_AWAY, "server shutting down").await;
             }
         }
@@ -248,10 +265,7 @@ async fn backlog(
         for e in &events {
             seq = e.seq;
             if let Some(r) = rendered.get(e.id.as_str()) {
-                socket
-                    .send(Message::Text(r.frame.clone().into()))
-                    .await
-                    .map_err(|_| ())?;
+                socket.send(text(&r.frame)).await.map_err(|_| ())?;
                 sent.insert(r.event_id.clone());
             }
         }
