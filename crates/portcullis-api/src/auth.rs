@@ -136,7 +136,10 @@ async fn admit(
 ) -> Result<Caller, ApiError> {
     let refused = if !record.usable(now) {
         Some("revoked or expired key")
-    } else if ip.is_some_and(|ip| !record.allowed_cidrs.permits(ip)) {
+    } else if !record.allowed_cidrs.is_empty()
+        // No known address (never, behind our middleware) fails closed.
+        && ip.is_none_or(|ip| !record.allowed_cidrs.permits(ip))
+    {
         Some("key used from outside its allowlist")
     } else {
         None

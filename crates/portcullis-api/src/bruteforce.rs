@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use crate::AppState;
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
-use crate::shared_counters::SharedCounters;
+use crate::shared_counters::{AddressAnswer, SharedCounters};
 
 pub const MAX_FAILURES: usize = 10;
 pub const WINDOW_MS: i64 = 5 * 60 * 1000;
@@ -119,6 +119,19 @@ impl BruteForce {
             return shared.max(local);
         }
         local
+    }
+
+    /// The in-process table's answer alone.
+    pub(crate) fn local_blocked_for(&self, key: ClientKey, now: i64) -> Option<i64> {
+        self.table.blocked_for(key, now)
+    }
+
+    /// The Redis counters, in shared mode.
+    pub(crate) fn shared_counters(&self) -> Option<&Arc<SharedCounters>> {
+        match &self.backend {
+            Backend::Redis(s) => Some(s),
+            Backend::InProcess => None,
+        }
     }
 
     /// Records a failed authentication; returns true if it (newly) blocks the address.
@@ -245,13 +258,17 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let key = ClientKey::from(ip);
     let now = portcullis_store::now_ms();
-    // Both at once: with Redis they are two round trips that need not wait for each other
-    // (a blocked address spending a rate-limit token does not matter).
     let ip_text = ip.to_string();
-    let (blocked, limited) = tokio::join!(
-        state.bruteforce.blocked_for(key, now),
-        state.ratelimits.check_ip(&ip_text)
-    );
+    let (blocked, limited) = match address_in_redis(&state, key, &ip_text, now).await {
+        Some(answer) => answer,
+        // In process, or Redis did not answer: each check on its own (each falls back).
+        None => {
+            tokio::join!(
+                state.bruteforce.blocked_for(key, now),
+                state.ratelimits.check_ip(&ip_text)
+            )
+        }
+    };
     if let Some(ms) = blocked {
         metrics::counter!("portcullis_security_events_total", "kind" => "blocked_request")
             .increment(1);
@@ -275,6 +292,36 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         }
     }
     res
+}
+
+/// The block and the address limit in one Redis round trip, when both live there (on the
+/// path of every request, so one call instead of two). `None`: not shared, or Redis did not
+/// answer.
+async fn address_in_redis(
+    state: &AppState,
+    key: ClientKey,
+    ip: &str,
+    now: i64,
+) -> Option<(Option<i64>, Result<(), crate::ratelimit::Limited>)> {
+    let shared = state.bruteforce.shared_counters()?;
+    state.ratelimits.shared_counters()?;
+    let spec = state
+        .ratelimits
+        .ip_spec()
+        .map(|(scope, interval, tolerance)| (scope, ip, interval, tolerance));
+    let answer = shared.address(&key.to_string(), spec).await.ok()?;
+    // A block this instance holds stands whatever Redis says.
+    let local = state.bruteforce.local_blocked_for(key, now);
+    Some(match answer {
+        AddressAnswer::Blocked(ms) => (Some(ms.max(local.unwrap_or(0))), Ok(())),
+        AddressAnswer::Limited(wait) => {
+            (local, state.ratelimits.ip_limited(wait).map_or(Ok(()), Err))
+        }
+        AddressAnswer::Allowed => {
+            state.ratelimits.note_ip(ip);
+            (local, Ok(()))
+        }
+    })
 }
 
 #[cfg(test)]

@@ -217,6 +217,34 @@ impl RateLimits {
         Ok(())
     }
 
+    /// The address limit's scope, interval and tolerance, when one is configured: for the
+    /// guard's single round trip to Redis.
+    pub(crate) fn ip_spec(&self) -> Option<(&'static str, Duration, Duration)> {
+        self.ip
+            .as_ref()
+            .map(|l| (l.scope, l.rate.interval(), l.rate.tolerance()))
+    }
+
+    /// Redis allowed the address: the in-process limiter follows this instance's traffic.
+    pub(crate) fn note_ip(&self, ip: &str) {
+        if let Some(l) = &self.ip {
+            let _ = l.check(ip);
+        }
+    }
+
+    /// The refusal of the address limit (Redis said to wait `wait`).
+    pub(crate) fn ip_limited(&self, wait: Duration) -> Option<Limited> {
+        self.ip.as_ref().map(|l| l.limited(wait))
+    }
+
+    /// The Redis counters, in shared mode.
+    pub(crate) fn shared_counters(&self) -> Option<&Arc<SharedCounters>> {
+        match &self.backend {
+            Backend::Redis(s) => Some(s),
+            Backend::InProcess => None,
+        }
+    }
+
     /// Forgets the state of keys that are back to full capacity (memory stays bounded by
     /// the clients active within one window).
     pub fn retain_recent(&self) {

@@ -28,6 +28,33 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
 /// again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// The GCRA loop as a Lua function over `KEYS[first..]` (limit j's arguments stay
+/// `ARGV[2j-1]`, `ARGV[2j]`), shared by the two scripts below.
+macro_rules! gcra_lua {
+    () => {
+        r"
+local function gcra(first)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  for j = 1, #KEYS - first + 1 do
+    local key = KEYS[first + j - 1]
+    local interval = tonumber(ARGV[2 * j - 1])
+    local tolerance = tonumber(ARGV[2 * j])
+    local tat = tonumber(redis.call('GET', key)) or now
+    local earliest = tat - tolerance
+    if now < earliest then
+      return {j, earliest - now}
+    end
+    local next_tat = math.max(tat, now) + interval
+    redis.call('SET', key, string.format('%.0f', next_tat),
+      'PX', math.floor((next_tat - now) / 1000) + 1)
+  end
+  return {0, 0}
+end
+"
+    };
+}
+
 /// GCRA, the algorithm governor uses in process, for one or more limits checked in order.
 ///
 /// `KEYS[i]`: limit i's theoretical arrival time (TAT), microseconds on Redis's clock.
@@ -37,23 +64,19 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// or `{i, wait_µs}` for the first limit that refused it: later limits are not touched and
 /// earlier ones keep the unit they spent, exactly as the in-process check. A TAT key
 /// expires when its TAT passes: from then on it is the same as no key (a full burst).
-const GCRA_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local tolerance = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', key)) or now
-  local earliest = tat - tolerance
-  if now < earliest then
-    return {i, earliest - now}
-  end
-  local next_tat = math.max(tat, now) + interval
-  redis.call('SET', key, string.format('%.0f', next_tat),
-    'PX', math.floor((next_tat - now) / 1000) + 1)
+const GCRA_SCRIPT: &str = concat!(gcra_lua!(), "return gcra(1)");
+
+/// Everything asked of an address before authentication, in one round trip: `KEYS[1]` is
+/// its brute-force block marker (`{-1, ms}` while it exists, nothing else touched), then
+/// GCRA over `KEYS[2..]` exactly as [`GCRA_SCRIPT`].
+const ADDRESS_SCRIPT: &str = concat!(
+    gcra_lua!(),
+    "local ttl = redis.call('PTTL', KEYS[1])
+if ttl ~= -2 then
+  return {-1, ttl}
 end
-return {0, 0}
-";
+return gcra(2)"
+);
 
 /// One failed authentication of a client, the sliding window and the block.
 ///
@@ -82,6 +105,16 @@ redis.call('PEXPIRE', KEYS[1], window)
 return 0
 ";
 
+/// What Redis says of an address before authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AddressAnswer {
+    /// Blocked for this many more milliseconds.
+    Blocked(i64),
+    /// Over its rate limit: retry after this long.
+    Limited(Duration),
+    Allowed,
+}
+
 /// The configured Redis URL cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("PORTCULLIS_REDIS_URL {url}: {reason}")]
@@ -98,6 +131,7 @@ pub struct SharedCounters {
     prefix: String,
     url: String,
     gcra: redis::Script,
+    address: redis::Script,
     failure: redis::Script,
     /// Unix ms before which Redis is not tried (after a failure).
     skip_until_ms: AtomicI64,
@@ -148,6 +182,7 @@ impl SharedCounters {
             prefix: prefix.trim().to_owned(),
             url: redacted,
             gcra: redis::Script::new(GCRA_SCRIPT),
+            address: redis::Script::new(ADDRESS_SCRIPT),
             failure: redis::Script::new(FAILURE_SCRIPT),
             skip_until_ms: AtomicI64::new(0),
             healthy: AtomicBool::new(true),
@@ -168,6 +203,7 @@ impl SharedCounters {
         let loaded = self
             .run("startup", async {
                 self.gcra.load_async(&mut conn).await?;
+                self.address.load_async(&mut conn).await?;
                 self.failure.load_async(&mut conn).await
             })
             .await
@@ -212,6 +248,37 @@ impl SharedCounters {
             .ok()
             .and_then(|i| i.checked_sub(1))
             .map(|i| (i, Duration::from_micros(u64::try_from(wait).unwrap_or(0)))))
+    }
+
+    /// The address checks in one round trip: `client`'s block, then its rate limit if one
+    /// is given (`(scope, id, interval, tolerance)`). `Err(())`: fall back.
+    pub(crate) async fn address(
+        &self,
+        client: &str,
+        limit: Option<(&str, &str, Duration, Duration)>,
+    ) -> Result<AddressAnswer, ()> {
+        let mut invocation = self.address.prepare_invoke();
+        invocation.key(self.key(&["bf", "block", client]));
+        if let Some((scope, id, interval, tolerance)) = limit {
+            invocation
+                .key(self.key(&["rl", scope, id]))
+                .arg(micros(interval).max(1))
+                .arg(micros(tolerance));
+        }
+        let mut conn = self.conn.clone();
+        let (code, value): (i64, i64) = self
+            .run("address", async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await
+            .ok_or(())?;
+        Ok(match code {
+            // -1 (no expiry) cannot be written by us: treat as a full block.
+            -1 if value < 0 => AddressAnswer::Blocked(crate::bruteforce::BLOCK_MS),
+            -1 => AddressAnswer::Blocked(value),
+            0 => AddressAnswer::Allowed,
+            _ => AddressAnswer::Limited(Duration::from_micros(u64::try_from(value).unwrap_or(0))),
+        })
     }
 
     /// Milliseconds until `client` is unblocked, if it is blocked.
@@ -382,6 +449,47 @@ pub(crate) mod tests {
             .query_async(&mut conn)
             .await
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_address_script_answers_block_then_limit() {
+        let shared = local_redis();
+        let second = Duration::from_secs(1);
+        // Two per second, no extra burst: T = 500 ms, tau = 0.
+        let limit = Some(("ip", "192.0.2.7", second / 2, Duration::ZERO));
+        assert_eq!(
+            shared.address("192.0.2.7", limit).await,
+            Ok(AddressAnswer::Allowed)
+        );
+        match shared.address("192.0.2.7", limit).await {
+            Ok(AddressAnswer::Limited(wait)) => assert!(wait <= second / 2, "{wait:?}"),
+            other => panic!("{other:?}"),
+        }
+        // Without a limit configured, only the block is asked about.
+        assert_eq!(
+            shared.address("192.0.2.7", None).await,
+            Ok(AddressAnswer::Allowed)
+        );
+        for _ in 0..10 {
+            shared
+                .record_failure("192.0.2.7", 10, 300_000, 900_000)
+                .await
+                .unwrap();
+        }
+        match shared.address("192.0.2.7", limit).await {
+            Ok(AddressAnswer::Blocked(ms)) => assert!((899_000..=900_000).contains(&ms), "{ms}"),
+            other => panic!("{other:?}"),
+        }
+        // Another address is untouched.
+        assert_eq!(
+            shared
+                .address(
+                    "192.0.2.8",
+                    Some(("ip", "192.0.2.8", second / 2, Duration::ZERO))
+                )
+                .await,
+            Ok(AddressAnswer::Allowed)
+        );
     }
 
     #[tokio::test]
