@@ -6,50 +6,18 @@
 //! writer, and its panic hook) at TRACE for every crate, writing into memory. Each canary is
 //! random; the scan looks for it plainly and in common encodings (hex, base64, URL-encoded).
 
-use std::io;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
 
 use crate::helpers::{
-    Backend, Options, TestApp, canary_number, find_encoded, random_alnum, status_json,
+    Backend, Capture, Options, TestApp, canary_number, find_encoded, random_alnum, status_json,
 };
 
 crate::both_backends!(no_route_logs_a_secret_or_a_number);
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-    }
-}
 
 /// Installs the product's logging (once per test binary) into two captures: everything,
 /// and the security stream.

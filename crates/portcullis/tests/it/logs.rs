@@ -7,53 +7,21 @@
 //! else) that writes into memory. The buffer is shared by every test running in the
 //! binary, so each test looks only for its own random canaries and its own resource ids.
 
-use std::io;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::json;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, base64, canary_number, find_encoded, random_alnum};
+use crate::helpers::{
+    Backend, Capture, TestApp, base64, canary_number, find_encoded, random_alnum,
+};
 
 both_backends!(
     messages_and_inbound_never_log_numbers_or_bodies,
     keys_and_failed_authentication_never_log_keys,
 );
-
-/// Everything logged by this test binary since the subscriber was installed.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-    }
-}
 
 /// Installs the capturing subscriber (once) and returns it.
 fn captured_logs() -> &'static Capture {
