@@ -204,9 +204,14 @@ async fn id_of(app: &TestApp, key: &str) -> String {
 }
 
 async fn mint(app: &TestApp, key: &str) -> String {
+    mint_from(app, 1, key).await
+}
+
+/// A token for `key`, asked for from 127.0.0.`from`.
+async fn mint_from(app: &TestApp, from: u8, key: &str) -> String {
     let (status, body) = token_request(
         app,
-        1,
+        from,
         &[("grant_type", "client_credentials"), ("client_secret", key)],
         None,
     )
@@ -367,18 +372,7 @@ async fn ip_allowlists_bind_keys_and_their_tokens(backend: Backend) {
     assert_eq!(from(2, key.clone()).await, 200);
     assert_eq!(from(3, key.clone()).await, 401, "outside the allowlist");
     // A token minted inside the allowlist does not carry the key outside it.
-    let (status, body) = token_request(
-        &app,
-        2,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_secret", &key),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let token = body["access_token"].as_str().unwrap().to_owned();
+    let token = mint_from(&app, 2, &key).await;
     assert_eq!(from(2, token.clone()).await, 200);
     assert_eq!(from(4, token).await, 401);
     let (status, body) = token_request(
