@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    app, audit, health, inbound, keys, messages, oauth, policy, realtime, webhooks,
+    app, audit, health, inbound, keys, messages, oauth, policy, realtime, reviews, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -19,13 +19,14 @@ use crate::routes::{
     ),
     paths(
         health::healthz, health::readyz, health::metrics,
-        app::get,
+        app::get, app::pause, app::resume,
         messages::send, messages::get, messages::list, messages::cancel,
         inbound::list, inbound::inject,
         keys::create, keys::list, keys::rotate, keys::revoke, oauth::token,
         policy::create_suppression, policy::list_suppressions, policy::delete_suppression,
         policy::create_consent, policy::list_consents, policy::delete_consent,
         policy::list_policy_events,
+        reviews::list, reviews::approve, reviews::reject,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate_secret, webhooks::list_deliveries, webhooks::replay, webhooks::recover,
         realtime::create_token, realtime::stream,

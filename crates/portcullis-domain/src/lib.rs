@@ -13,6 +13,7 @@
 
 pub mod allowlist;
 pub mod body;
+pub mod content;
 pub mod encoding;
 pub mod event;
 pub mod ids;
@@ -22,6 +23,8 @@ pub mod phone;
 pub mod policy;
 pub mod purpose;
 pub mod quiet_hours;
+pub mod quota;
+pub mod risk;
 pub mod role;
 pub mod sender;
 pub mod status;

@@ -67,7 +67,11 @@ impl MessageStatus {
             Held => matches!(next, Queued | Canceled | Failed),
             // Back to queued: a retryable provider failure sends the message round again.
             // Straight to a final state: some providers answer the submission with it.
-            Sending => matches!(next, Sent | Queued | Failed | Undelivered | Delivered),
+            // Back to scheduled: the worker's last check found quiet hours at the recipient.
+            Sending => matches!(
+                next,
+                Sent | Queued | Scheduled | Failed | Undelivered | Delivered
+            ),
             Sent => matches!(next, Delivered | Undelivered | Failed | Expired),
             Delivered | Undelivered | Failed | Expired | Canceled => false,
         }
@@ -139,7 +143,10 @@ mod tests {
             ),
             (Scheduled, &[Queued, Sending, Canceled, Expired, Failed]),
             (Held, &[Queued, Canceled, Failed]),
-            (Sending, &[Sent, Queued, Failed, Undelivered, Delivered]),
+            (
+                Sending,
+                &[Sent, Queued, Scheduled, Failed, Undelivered, Delivered],
+            ),
             (Sent, &[Delivered, Undelivered, Failed, Expired]),
             (Delivered, &[]),
             (Undelivered, &[]),

@@ -11,7 +11,11 @@
 
 use std::sync::Arc;
 
+use portcullis_domain::MessageStatus;
+use portcullis_domain::policy::PolicyCode;
+use portcullis_domain::quota::{QuotaLimits, QuotaUsage, exceeded};
 use portcullis_queue::NewJob;
+use portcullis_store::guard::{Counter, CounterKeys, add_usage, lock_counters};
 use portcullis_store::idempotency::IdempotencyClaim;
 use portcullis_store::messages::SealedMessage;
 use portcullis_store::policy::NewPolicyEvent;
@@ -32,12 +36,45 @@ pub struct IdempotencyInput {
 /// idempotency key so a replay answers the same).
 #[derive(Debug)]
 pub struct AcceptRequest {
-    /// Sealed by the caller ([`portcullis_store::Store::seal_message`]).
+    /// Sealed by the caller ([`portcullis_store::Store::seal_message`]). A message whose
+    /// status is `held` is stored without a send job: a reviewer releases it.
     pub message: SealedMessage,
     pub idempotency: Option<IdempotencyInput>,
     pub response: String,
-    /// Guard decisions about this message (a deferral, an exemption), recorded with it.
+    /// Guard decisions about this message (a deferral, an exemption, a hold), recorded
+    /// with it.
     pub policy_events: Vec<NewPolicyEvent>,
+    /// What the message costs against the app's counters (`None`: nothing is counted,
+    /// as for the guard-less benchmark build).
+    pub charge: Option<Charge>,
+}
+
+/// What accepting a message adds to its app's and tenant's counters, and the quotas it
+/// must fit in. The guard looked at the counters before; the committer checks the quotas
+/// again under lock, in the transaction that charges them, so concurrent requests (on any
+/// instance) cannot together overrun a quota.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    pub keys: CounterKeys,
+    pub limits: QuotaLimits,
+    pub segments: u64,
+    /// The destination is on the high-risk prefix list.
+    pub high_risk: bool,
+}
+
+impl Charge {
+    fn deltas(&self, out: &mut Vec<(Counter, i64)>) {
+        let k = &self.keys;
+        let segments = i64::try_from(self.segments).unwrap_or(i64::MAX);
+        for c in k.quota_set() {
+            out.push((c.clone(), segments));
+        }
+        out.push((k.app_minute.clone(), 1));
+        out.push((k.app_hour.clone(), 1));
+        if self.high_risk {
+            out.push((k.high_risk_hour.clone(), 1));
+        }
+    }
 }
 
 /// Work for the committer: a message to accept, or only policy events to record (a
@@ -57,6 +94,8 @@ pub enum AcceptOutcome {
     Replay { status_code: u16, response: String },
     /// The idempotency key was used before for another request: nothing was stored.
     IdempotencyKeyReused,
+    /// A quota would have been exceeded: nothing was stored (a policy event was).
+    Refused { code: &'static str, reason: String },
 }
 
 type Reply = oneshot::Sender<Result<AcceptOutcome, PipelineError>>;
@@ -175,6 +214,7 @@ impl Committer {
         let mut tx = self.store.db.begin().await?;
         let mut outcomes = Vec::with_capacity(reqs.len());
         let mut accepted = Vec::with_capacity(reqs.len());
+        let mut fresh: Vec<(usize, &AcceptRequest)> = Vec::with_capacity(reqs.len());
         let mut events = Vec::new();
         for work in reqs {
             let req = match work {
@@ -212,14 +252,70 @@ impl Committer {
                 },
             };
             if outcome == AcceptOutcome::Accepted {
-                accepted.push(&req.message);
-                events.extend(req.policy_events.iter().cloned());
+                fresh.push((outcomes.len(), req));
             }
             outcomes.push(outcome);
+        }
+        let quota_counters: Vec<&Counter> = fresh
+            .iter()
+            .filter_map(|(_, r)| r.charge.as_ref())
+            .filter(|c| c.limits.any())
+            .flat_map(|c| c.keys.quota_set())
+            .collect();
+        let mut used = lock_counters(&mut tx, self.store.db.backend(), &quota_counters).await?;
+        let mut deltas = Vec::with_capacity(fresh.len() * 6);
+        for (at, req) in fresh {
+            if let Some(charge) = &req.charge
+                && charge.limits.any()
+            {
+                let value = |c: &Counter| used.get(&c.key).copied().unwrap_or(0).max(0) as u64;
+                let k = &charge.keys;
+                let usage = QuotaUsage {
+                    app_day: value(&k.app_day),
+                    app_month: value(&k.app_month),
+                    tenant_day: value(&k.tenant_day),
+                    tenant_month: value(&k.tenant_month),
+                };
+                if let Some(reason) = exceeded(&charge.limits, &usage, charge.segments) {
+                    if let Some(idem) = &req.idempotency {
+                        self.store
+                            .release_idempotency_key(
+                                &mut tx,
+                                &req.message.message.app_id,
+                                &idem.key,
+                            )
+                            .await?;
+                    }
+                    let m = &req.message.message;
+                    events.push(NewPolicyEvent {
+                        tenant_id: m.tenant_id.clone(),
+                        app_id: m.app_id.clone(),
+                        message_id: None,
+                        phone: Some(m.to.clone()),
+                        kind: "refused".to_owned(),
+                        code: PolicyCode::QuotaExceeded.as_str().to_owned(),
+                        reason: reason.clone(),
+                    });
+                    outcomes[at] = AcceptOutcome::Refused {
+                        code: PolicyCode::QuotaExceeded.as_str(),
+                        reason,
+                    };
+                    continue;
+                }
+                for c in k.quota_set() {
+                    *used.entry(c.key.clone()).or_insert(0) += charge.segments as i64;
+                }
+            }
+            if let Some(charge) = &req.charge {
+                charge.deltas(&mut deltas);
+            }
+            accepted.push(&req.message);
+            events.extend(req.policy_events.iter().cloned());
         }
         self.store.insert_messages(&mut tx, &accepted).await?;
         let jobs: Vec<NewJob> = accepted
             .iter()
+            .filter(|s| s.message.status != MessageStatus::Held)
             .map(|s| NewJob {
                 queue: SEND_QUEUE,
                 payload: s.message.id.as_str().to_owned(),
@@ -228,9 +324,11 @@ impl Committer {
             })
             .collect();
         portcullis_queue::enqueue(&mut tx, &jobs).await?;
+        add_usage(&mut tx, &deltas).await?;
         self.store.insert_policy_events(&mut tx, &events).await?;
         tx.commit().await?;
         metrics::counter!("portcullis_messages_accepted_total").increment(accepted.len() as u64);
+        crate::count_policy_events(&events);
         Ok(outcomes)
     }
 }

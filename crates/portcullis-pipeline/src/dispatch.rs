@@ -10,21 +10,35 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis_domain::{AppId, MessageId};
+use portcullis_domain::policy::{
+    self, Counters, Decision, Inputs, Outgoing, PolicyCode, Stage, Standing,
+};
+use portcullis_domain::quiet_hours::QuietRules;
+use portcullis_domain::risk::RiskPrefixes;
+use portcullis_domain::{AppId, E164, MessageId, MessageStatus, TenantId};
 use portcullis_providers::{OutboundMessage, Provider, ProviderError};
 use portcullis_queue::ClaimedJob;
+use portcullis_store::guard::{Counter, CounterKeys, add_usage};
 use portcullis_store::messages::{MessageRecord, SendOutcome};
 use portcullis_store::policy::NewPolicyEvent;
-use portcullis_store::{Store, StoreError, now_ms};
+use portcullis_store::tenants::TenantSettings;
+use portcullis_store::{Store, StoreError, apps, now_ms};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::board::Board;
+use crate::control::{Control, PAUSED};
 use crate::routing::{NoRoute, Routes};
 use crate::{PipelineConfig, SEND_QUEUE};
 
+/// The tenant and app of each message of a round.
+pub(crate) type Owners = HashMap<MessageId, (TenantId, AppId)>;
+
 pub(crate) struct Worker {
     pub store: Store,
+    pub board: Arc<Board>,
+    pub control: Arc<Control>,
     pub routes: Arc<Routes>,
     pub config: PipelineConfig,
     pub work: Arc<Notify>,
@@ -94,21 +108,40 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
         tx.rollback().await?;
         return Ok(0);
     }
+    // A queue-stopping pause: the paused apps' jobs go back untouched (no attempt
+    // counted, no status change) before their messages are claimed for sending.
+    let (jobs, waiting) = hold_back_paused(w, jobs).await?;
     let ids: Vec<MessageId> = jobs
         .iter()
         .map(|j| MessageId::from_trusted(j.payload.clone()))
         .collect();
     let messages = w.store.begin_sending(&mut tx, &ids, now).await?;
+    for job in &waiting {
+        portcullis_queue::defer(
+            &mut tx,
+            job,
+            now + policy::PAUSED_RECHECK_SECONDS * 1000,
+            Some(PAUSED),
+        )
+        .await?;
+    }
     tx.commit().await?;
+    if jobs.is_empty() {
+        return Ok(waiting.len());
+    }
     for j in &jobs {
         // How long due work waited for a worker.
         metrics::histogram!("portcullis_job_latency_seconds")
             .record((now - j.run_at).max(0) as f64 / 1000.0);
     }
 
-    // The guard's last word: a recipient who opted out after the message was accepted
-    // gets no non-essential message.
-    let suppressed = suppressed_now(&w.store, &messages).await?;
+    // The guard's last word, just before the provider: what may have changed since the
+    // message was accepted (an opt-out, a withdrawn consent, a pause, the clock).
+    let verdicts = last_check(w, &messages, now).await?;
+    let owners: Owners = messages
+        .iter()
+        .map(|m| (m.id.clone(), (m.tenant_id.clone(), m.app_id.clone())))
+        .collect();
     let mut policy_events = Vec::new();
     let mut by_id: HashMap<MessageId, MessageRecord> =
         messages.into_iter().map(|m| (m.id.clone(), m)).collect();
@@ -122,31 +155,49 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
             outcomes.push((job, None));
             continue;
         };
-        if suppressed.contains(&msg.id) {
-            let reason = "the recipient opted out after the message was accepted; only essential messages are sent";
-            policy_events.push(NewPolicyEvent {
-                tenant_id: msg.tenant_id.clone(),
-                app_id: msg.app_id.clone(),
-                message_id: Some(msg.id.clone()),
-                phone: Some(msg.to.clone()),
-                kind: "refused".to_owned(),
-                code: "recipient_suppressed".to_owned(),
-                reason: reason.to_owned(),
-            });
-            outcomes.push((
-                job,
-                Some(SendOutcome::Failed {
-                    id,
-                    connection_id: None,
-                    code: "recipient_suppressed".to_owned(),
-                    detail: reason.to_owned(),
-                }),
-            ));
-            continue;
-        }
         if msg.expires_at.is_some_and(|e| e <= now) {
             outcomes.push((job, Some(SendOutcome::Expired { id })));
             continue;
+        }
+        match verdicts.get(&msg.id) {
+            Some(Decision::Refuse { code, reason }) => {
+                policy_events.push(event(&msg, "refused", code.as_str(), reason));
+                outcomes.push((
+                    job,
+                    Some(SendOutcome::Failed {
+                        id,
+                        connection_id: None,
+                        code: code.as_str().to_owned(),
+                        detail: format!("{reason} (checked again before sending)"),
+                    }),
+                ));
+                continue;
+            }
+            Some(Decision::Defer {
+                until,
+                code,
+                reason,
+            }) => {
+                let quiet = *code == PolicyCode::QuietHours;
+                if quiet {
+                    policy_events.push(event(&msg, "deferred", code.as_str(), reason));
+                }
+                outcomes.push((
+                    job,
+                    Some(SendOutcome::Deferred {
+                        id,
+                        status: if quiet {
+                            MessageStatus::Scheduled
+                        } else {
+                            MessageStatus::Queued
+                        },
+                        until: until.as_millisecond(),
+                        detail: reason.clone(),
+                    }),
+                ));
+                continue;
+            }
+            _ => {}
         }
         let key = (msg.app_id.clone(), msg.test_mode);
         if !providers.contains_key(&key) {
@@ -163,6 +214,23 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
                     detail: "the app has no provider route".to_owned(),
                 }),
             )),
+            Ok(provider) if w.board.connection_pause(provider.connection_id()).is_some() => {
+                // A connection resting after a failure storm: the message waits for it
+                // (failover to the next connection of the route is routing's job).
+                let reason = w
+                    .board
+                    .connection_pause(provider.connection_id())
+                    .unwrap_or_default();
+                outcomes.push((
+                    job,
+                    Some(SendOutcome::Deferred {
+                        id,
+                        status: MessageStatus::Queued,
+                        until: now + policy::PAUSED_RECHECK_SECONDS * 1000,
+                        detail: format!("connection paused: {reason}"),
+                    }),
+                ));
+            }
             Ok(provider) => {
                 let provider = provider.clone();
                 sends.spawn(async move {
@@ -219,34 +287,112 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
         outcomes.push((job, Some(outcome)));
     }
     let handled = outcomes.len();
-    settle(w, outcomes, &policy_events).await?;
+    settle(w, outcomes, &policy_events, &owners).await?;
     Ok(handled)
 }
 
-/// The non-essential messages among `messages` whose recipient is suppressed now.
-async fn suppressed_now(
-    store: &Store,
+/// Splits claimed jobs into those to send and those whose app is under a queue-stopping
+/// pause. Costs a read only while such a pause is in force somewhere.
+async fn hold_back_paused(
+    w: &Worker,
+    jobs: Vec<ClaimedJob>,
+) -> Result<(Vec<ClaimedJob>, Vec<ClaimedJob>), StoreError> {
+    if !w.board.queue_stopped_anywhere() {
+        return Ok((jobs, Vec::new()));
+    }
+    let ids: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
+    let stopped: HashSet<String> = w
+        .store
+        .message_owners(&ids)
+        .await?
+        .into_iter()
+        .filter(|(_, tenant, app)| w.board.pause_for(tenant, app).is_some_and(|p| p.stop_queue))
+        .map(|(id, _, _)| id.as_str().to_owned())
+        .collect();
+    Ok(jobs
+        .into_iter()
+        .partition(|j| !stopped.contains(&j.payload)))
+}
+
+/// The guard's dispatch-stage decision for each message that is not simply allowed.
+async fn last_check(
+    w: &Worker,
     messages: &[MessageRecord],
-) -> Result<HashSet<MessageId>, StoreError> {
+    now: i64,
+) -> Result<HashMap<MessageId, Decision>, StoreError> {
     let mut by_app: HashMap<&AppId, Vec<&MessageRecord>> = HashMap::new();
-    for m in messages.iter().filter(|m| !m.purpose.is_essential()) {
+    for m in messages {
         by_app.entry(&m.app_id).or_default().push(m);
     }
-    let mut out = HashSet::new();
-    for (app, msgs) in by_app {
-        let phones: Vec<&portcullis_domain::E164> = msgs.iter().map(|m| &m.to).collect();
-        let hit: HashSet<String> = store
-            .suppressed_among(app, &phones)
-            .await?
-            .into_iter()
+    let now_ts = jiff::Timestamp::from_millisecond(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let mut out = HashMap::new();
+    for (app_id, msgs) in by_app {
+        let app = match apps::get_any_tenant(&w.store.db, app_id).await {
+            Ok(app) => app,
+            // Deleted apps do not exist; their messages go out as accepted.
+            Err(StoreError::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        let tenant = w.board.tenant_settings(&app.tenant_id);
+        let policy = app.policy(&tenant);
+        let pause = w.board.pause_for(&app.tenant_id, &app.id);
+        // Standing matters only for non-essential messages: essential ones pass
+        // suppressions and need no consent.
+        let phones: Vec<&E164> = msgs
+            .iter()
+            .filter(|m| !m.purpose.is_essential())
+            .map(|m| &m.to)
             .collect();
+        let standings = w.store.standings_among(app_id, &phones).await?;
+        let counters = Counters::default();
         for m in msgs {
-            if hit.contains(&store.phone_index(&m.to)) {
-                out.insert(m.id.clone());
+            let standing = if m.purpose.is_essential() {
+                Standing::default()
+            } else {
+                standings
+                    .get(&w.store.phone_index(&m.to))
+                    .map(|s| s.standing(Some(m.channel)))
+                    .unwrap_or_default()
+            };
+            let outgoing = Outgoing {
+                purpose: m.purpose,
+                channel: m.channel,
+                to: &m.to,
+                text: &m.body,
+                segments: m.segments,
+                send_at: None,
+            };
+            let d = policy::decide(
+                &outgoing,
+                &Inputs {
+                    policy: &policy,
+                    standing: &standing,
+                    counters: &counters,
+                    pause: pause.as_ref(),
+                    rules: QuietRules::builtin(),
+                    risk: RiskPrefixes::builtin(),
+                    now: now_ts,
+                },
+                Stage::Dispatch,
+            );
+            if !matches!(d, Decision::Allow { .. }) {
+                out.insert(m.id.clone(), d);
             }
         }
     }
     Ok(out)
+}
+
+fn event(m: &MessageRecord, kind: &str, code: &str, reason: &str) -> NewPolicyEvent {
+    NewPolicyEvent {
+        tenant_id: m.tenant_id.clone(),
+        app_id: m.app_id.clone(),
+        message_id: Some(m.id.clone()),
+        phone: Some(m.to.clone()),
+        kind: kind.to_owned(),
+        code: code.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 /// Records outcomes and settles their jobs in one transaction.
@@ -254,6 +400,7 @@ async fn settle(
     w: &Worker,
     outcomes: Vec<(ClaimedJob, Option<SendOutcome>)>,
     policy_events: &[NewPolicyEvent],
+    owners: &Owners,
 ) -> Result<(), StoreError> {
     let now = now_ms();
     let mut tx = w.store.db.begin().await?;
@@ -274,13 +421,31 @@ async fn settle(
             Some(SendOutcome::Failed { code, detail, .. }) if code == "retries_exhausted" => {
                 portcullis_queue::bury(&mut tx, job, detail).await?;
             }
+            Some(SendOutcome::Deferred { until, status, .. }) => {
+                // Waiting for a pause to lift (not for quiet hours): a resume wakes it.
+                let paused = (*status == MessageStatus::Queued).then_some(PAUSED);
+                portcullis_queue::defer(&mut tx, job, *until, paused).await?;
+            }
             _ => done.push(job),
         }
     }
     portcullis_queue::complete(&mut tx, &done).await?;
     w.store.insert_policy_events(&mut tx, policy_events).await?;
+    // Sends refused for invalid numbers feed the guard's pumping signal.
+    let invalid: Vec<(Counter, i64)> = changes
+        .iter()
+        .filter(|c| c.error_code.as_deref() == Some(portcullis_providers::INVALID_NUMBER))
+        .filter_map(|c| owners.get(&c.id))
+        .map(|(tenant, app)| {
+            let keys = CounterKeys::new(tenant, app, &TenantSettings::default(), now);
+            (keys.invalid_hour, 1)
+        })
+        .collect();
+    add_usage(&mut tx, &invalid).await?;
     tx.commit().await?;
+    crate::count_policy_events(policy_events);
     crate::count_changes(&changes);
+    w.control.observe_sends(&outcomes, owners, now).await;
     if !changes.is_empty() {
         w.events.notify_one();
     }

@@ -11,6 +11,9 @@
 //! [`Pipeline`] owns the three and the provider registry; the API holds a `Pipeline`.
 
 pub mod accept;
+pub mod board;
+pub mod breaker;
+pub mod control;
 pub mod dispatch;
 pub mod keywords;
 pub mod recorder;
@@ -25,7 +28,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use accept::{AcceptOutcome, AcceptRequest, IdempotencyInput};
+pub use accept::{AcceptOutcome, AcceptRequest, Charge, IdempotencyInput};
+pub use board::Board;
+pub use control::{Control, PauseTarget};
 pub use routing::Routes;
 
 /// The queue the send jobs live in.
@@ -62,6 +67,8 @@ pub struct PipelineConfig {
     /// How often an idle worker looks for due jobs another process may have enqueued.
     pub poll_interval: Duration,
     pub simulator: SimulatorConfig,
+    /// The failure-storm breaker's thresholds.
+    pub breaker: breaker::BreakerConfig,
 }
 
 impl Default for PipelineConfig {
@@ -78,6 +85,7 @@ impl Default for PipelineConfig {
             backoff_max: Duration::from_secs(600),
             poll_interval: Duration::from_millis(500),
             simulator: SimulatorConfig::default(),
+            breaker: breaker::BreakerConfig::default(),
         }
     }
 }
@@ -91,6 +99,14 @@ pub(crate) fn count_changes(changes: &[portcullis_store::messages::StatusChange]
             .map(|c| c.as_str().to_owned())
             .unwrap_or_else(|| "none".to_owned());
         metrics::counter!("portcullis_messages_total", "status" => c.status.as_str(), "provider" => provider)
+            .increment(1);
+    }
+}
+
+/// Counts recorded policy decisions by kind and code.
+pub(crate) fn count_policy_events(events: &[portcullis_store::policy::NewPolicyEvent]) {
+    for e in events {
+        metrics::counter!("portcullis_policy_events_total", "kind" => e.kind.clone(), "code" => e.code.clone())
             .increment(1);
     }
 }
@@ -109,6 +125,8 @@ pub struct Pipeline {
     recorder: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Notified after every commit that wrote events for apps (the webhook relay waits on it).
     events: Arc<Notify>,
+    board: Arc<Board>,
+    control: Arc<Control>,
 }
 
 impl Pipeline {
@@ -124,6 +142,16 @@ impl Pipeline {
         let (events_tx, events_rx) = mpsc::channel(4096);
         let routes = Arc::new(Routes::new(store.clone(), &config, events_tx)?);
 
+        let board = Arc::new(Board::default());
+        board.reload(&store.db).await?;
+        tokio::spawn(board.clone().keep_fresh(store.db.clone(), shutdown.clone()));
+        let control = Arc::new(Control::new(
+            store.clone(),
+            board.clone(),
+            config.breaker,
+            config.max_attempts,
+            work.clone(),
+        ));
         let committer = accept::CommitterHandle::spawn(&store, &config, work.clone(), &tasks);
         let recorder_stop = CancellationToken::new();
         let recorder = tokio::spawn(recorder::run(
@@ -137,6 +165,8 @@ impl Pipeline {
         for n in 0..config.dispatchers.max(1) {
             tasks.spawn(dispatch::run(dispatch::Worker {
                 store: store.clone(),
+                board: board.clone(),
+                control: control.clone(),
                 routes: routes.clone(),
                 config: config.clone(),
                 work: work.clone(),
@@ -157,6 +187,8 @@ impl Pipeline {
             recorder_stop,
             recorder: tokio::sync::Mutex::new(Some(recorder)),
             events,
+            board,
+            control,
         }))
     }
 
@@ -170,6 +202,16 @@ impl Pipeline {
 
     pub fn routes(&self) -> &Routes {
         &self.routes
+    }
+
+    /// Pauses and tenant settings in memory.
+    pub fn board(&self) -> &Board {
+        &self.board
+    }
+
+    /// Kill switches and reviews.
+    pub fn control(&self) -> &Control {
+        &self.control
     }
 
     /// Notified after every commit that wrote events for apps.

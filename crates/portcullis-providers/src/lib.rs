@@ -33,6 +33,11 @@ pub struct Accepted {
     pub provider_message_id: String,
 }
 
+/// The permanent-error code every provider uses for a destination the network says does
+/// not exist (SMPP `ESME_RINVDSTADR`, Twilio 21211/21614, …). The guard counts these: many
+/// of them in an hour is the signature of SMS pumping through random numbers.
+pub const INVALID_NUMBER: &str = "invalid_number";
+
 /// Why a provider did not accept a message.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {

@@ -73,8 +73,8 @@ impl Simulator {
         let digits = to.as_str();
         if digits.ends_with("0001") {
             Err(ProviderError::Permanent {
-                code: "provider_refused".to_owned(),
-                detail: "the simulator refuses recipients ending in 0001".to_owned(),
+                code: crate::INVALID_NUMBER.to_owned(),
+                detail: "the simulator refuses recipients ending in 0001, as a carrier refuses an invalid number".to_owned(),
             })
         } else if digits.ends_with("0000") {
             Ok(MessageStatus::Undelivered)

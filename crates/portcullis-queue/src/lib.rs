@@ -156,6 +156,48 @@ pub async fn retry(
     Ok(())
 }
 
+/// Puts a claimed job back to run at `run_at` without counting the claim as an attempt:
+/// the job was not tried (its message waits for a pause to lift or for quiet hours to
+/// end), so it must not creep towards its dead letter. `reason` is kept as the job's last
+/// error, so [`wake`] can find the jobs waiting for the same thing.
+pub async fn defer(
+    tx: &mut Tx,
+    job: &ClaimedJob,
+    run_at: i64,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    on_tx!(tx, |c| sqlx::query(
+        "UPDATE jobs SET run_at = $1, locked_until = NULL, lease_owner = NULL, \
+         attempts = attempts - 1, last_error = $2, updated_at = $3 WHERE id = $4 AND attempts = $5"
+    )
+    .bind(run_at)
+    .bind(reason)
+    .bind(portcullis_store::now_ms())
+    .bind(job.id.as_str())
+    .bind(job.attempt)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Makes every job deferred for `reason` due now (a pause was lifted: what it held back
+/// goes without waiting out its recheck interval). Returns how many.
+pub async fn wake(db: &Db, queue: &str, reason: &str) -> Result<u64, StoreError> {
+    let now = portcullis_store::now_ms();
+    on_pool!(db.write(), |p| sqlx::query(
+        "UPDATE jobs SET run_at = $1, last_error = NULL, updated_at = $1 \
+         WHERE queue = $2 AND state = 'ready' AND last_error = $3 AND run_at > $1"
+    )
+    .bind(now)
+    .bind(queue)
+    .bind(reason)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))
+    .map_err(StoreError::from)
+}
+
 /// Moves a job to the dead-letter state with its last error.
 pub async fn bury(tx: &mut Tx, job: &ClaimedJob, error: &str) -> Result<(), StoreError> {
     on_tx!(tx, |c| sqlx::query(

@@ -1,7 +1,9 @@
 //! Apps: a tenant's sending applications, with their senders, allowed purposes, limits
 //! and ordered provider route.
 
-use portcullis_domain::{AppId, ConnectionId, PurposeSet, TenantId};
+use portcullis_domain::{AppId, ConnectionId, PurposeSet, TenantId, policy};
+
+use crate::tenants::TenantSettings;
 use serde::Serialize;
 
 use crate::{Db, StoreError, found, now_ms, on_pool, on_tx};
@@ -27,10 +29,34 @@ pub struct PolicySettings {
     pub consent_for_non_essential: bool,
     /// `defer` (default) or `refuse` non-essential messages in the recipient's quiet hours.
     pub quiet_hours: String,
-    /// ISO regions the app may send to; `None`: any.
+    /// ISO regions the app may send to; `None`: the countries of its own E.164 senders
+    /// (see [`App::policy`]), or any if `allow_all_countries`.
     pub allowed_countries: Option<Vec<String>>,
-    /// Sending paused for this app.
-    pub paused: bool,
+    /// Send to any country (an explicit operator choice; high-risk prefixes keep their
+    /// hourly budget).
+    pub allow_all_countries: bool,
+    /// The app's segments per day (`None`: unlimited).
+    pub daily_segment_quota: Option<u64>,
+    /// The app's segments per month.
+    pub monthly_segment_quota: Option<u64>,
+    /// At most this many non-essential messages per recipient per day (`None`: no cap).
+    pub recipient_daily_cap: Option<u32>,
+    /// Below this many messages a minute nothing is a burst (0: burst detection off).
+    pub burst_min_per_minute: u32,
+    /// A minute above this many times the previous hour's average minute is a burst.
+    pub burst_factor: u32,
+    /// Messages per hour to high-risk prefixes before they are refused.
+    pub high_risk_per_hour: u32,
+    /// Hold new messages after this many invalid-number failures in an hour (0: off).
+    pub hold_after_invalid_failures: u32,
+    /// Refuse bodies linking to URL shorteners.
+    pub block_url_shorteners: bool,
+    /// Refuse bodies linking to these domains (and their subdomains).
+    pub blocked_domains: Vec<String>,
+    /// Append the opt-out footer to non-essential messages.
+    pub opt_out_footer: bool,
+    /// The footer's text.
+    pub opt_out_footer_text: String,
     /// Extra opt-out keywords besides the defaults.
     pub extra_opt_out_keywords: Vec<String>,
     /// Reply to HELP / INFO.
@@ -53,7 +79,18 @@ impl Default for PolicySettings {
             consent_for_non_essential: false,
             quiet_hours: "defer".to_owned(),
             allowed_countries: None,
-            paused: false,
+            allow_all_countries: false,
+            daily_segment_quota: None,
+            monthly_segment_quota: None,
+            recipient_daily_cap: Some(policy::DEFAULT_RECIPIENT_DAILY_CAP),
+            burst_min_per_minute: policy::BurstRule::default().min_per_minute,
+            burst_factor: policy::BurstRule::default().factor,
+            high_risk_per_hour: policy::DEFAULT_HIGH_RISK_PER_HOUR,
+            hold_after_invalid_failures: policy::DEFAULT_HOLD_AFTER_INVALID_FAILURES,
+            block_url_shorteners: false,
+            blocked_domains: Vec::new(),
+            opt_out_footer: false,
+            opt_out_footer_text: portcullis_domain::content::DEFAULT_FOOTER.to_owned(),
             extra_opt_out_keywords: Vec::new(),
             help_text: "Reply STOP to unsubscribe, START to resubscribe. Msg & data rates may apply.".to_owned(),
             opt_out_confirmation: "You are unsubscribed and will receive no further messages. Reply START to resubscribe."
@@ -66,19 +103,55 @@ impl Default for PolicySettings {
 }
 
 impl App {
-    /// The app's policy in the domain's terms, for the guard.
-    pub fn policy(&self) -> portcullis_domain::policy::AppPolicy {
-        use portcullis_domain::policy::{AppPolicy, QuietHoursMode};
-        AppPolicy {
+    /// The app's policy in the domain's terms, for the guard, with its tenant's quotas.
+    ///
+    /// Without an explicit country list the app may send to the countries of its own
+    /// E.164 senders (the countries it was set up for): a stolen key cannot then pump
+    /// traffic to the other side of the world. An app with only alphanumeric senders has
+    /// no such default and sends anywhere until a list is set.
+    pub fn policy(&self, tenant: &TenantSettings) -> policy::AppPolicy {
+        let p = &self.policy;
+        let allowed_countries = p.allowed_countries.clone().or_else(|| {
+            if p.allow_all_countries {
+                return None;
+            }
+            let mut regions: Vec<String> = self
+                .senders
+                .iter()
+                .filter_map(|s| portcullis_domain::E164::parse(s).ok()?.region())
+                .collect();
+            regions.sort();
+            regions.dedup();
+            (!regions.is_empty()).then_some(regions)
+        });
+        policy::AppPolicy {
             allowed_purposes: self.allowed_purposes,
-            consent_for_non_essential: self.policy.consent_for_non_essential,
-            quiet_hours: if self.policy.quiet_hours == "refuse" {
-                QuietHoursMode::Refuse
+            consent_for_non_essential: p.consent_for_non_essential,
+            quiet_hours: if p.quiet_hours == "refuse" {
+                policy::QuietHoursMode::Refuse
             } else {
-                QuietHoursMode::Defer
+                policy::QuietHoursMode::Defer
             },
-            allowed_countries: self.policy.allowed_countries.clone(),
-            paused: self.policy.paused,
+            allowed_countries,
+            quotas: portcullis_domain::quota::QuotaLimits {
+                app_daily: p.daily_segment_quota,
+                app_monthly: p.monthly_segment_quota,
+                tenant_daily: tenant.daily_segment_quota,
+                tenant_monthly: tenant.monthly_segment_quota,
+            },
+            recipient_daily_cap: p.recipient_daily_cap,
+            burst: (p.burst_min_per_minute > 0).then_some(policy::BurstRule {
+                min_per_minute: p.burst_min_per_minute,
+                factor: p.burst_factor.max(1),
+            }),
+            high_risk_per_hour: p.high_risk_per_hour,
+            hold_after_invalid_failures: (p.hold_after_invalid_failures > 0)
+                .then_some(p.hold_after_invalid_failures),
+            links: portcullis_domain::content::LinkRules {
+                block_shorteners: p.block_url_shorteners,
+                blocked_domains: p.blocked_domains.clone(),
+            },
+            opt_out_footer: p.opt_out_footer.then(|| p.opt_out_footer_text.clone()),
         }
     }
 }

@@ -157,3 +157,24 @@ pub async fn sweep(db: &Db, now: i64) -> Result<u64, StoreError> {
     .map(|r| r.rows_affected()))?;
     Ok(res)
 }
+
+impl Store {
+    /// Gives back a key claimed in this transaction whose request was then refused (a
+    /// refused request is not remembered under its key).
+    pub async fn release_idempotency_key(
+        &self,
+        tx: &mut Tx,
+        app: &AppId,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        on_tx!(tx, |c| sqlx::query(
+            "DELETE FROM idempotency_keys WHERE app_id = $1 AND idem_key = $2"
+        )
+        .bind(app.as_str())
+        .bind(key)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+}

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod connections;
 pub mod db;
 pub mod events;
+pub mod guard;
 pub mod idempotency;
 pub mod inbound;
 pub mod keys;

@@ -238,7 +238,27 @@ impl Store {
                 qb.build().execute(c).await.map(|r| r.rows_affected())
             })?;
         }
-        Ok(())
+        // A message's first history entry is implied by its row (queued or scheduled);
+        // a held one says so explicitly, so its history keeps showing the hold after a
+        // review moved it on.
+        let held: Vec<_> = msgs
+            .iter()
+            .filter(|s| s.message.status == MessageStatus::Held)
+            .map(|s| {
+                (
+                    s.message.id.clone(),
+                    HistoryEntry {
+                        status: MessageStatus::Held,
+                        at: s.message.created_at,
+                        connection_id: None,
+                        provider_message_id: None,
+                        part: None,
+                        detail: None,
+                    },
+                )
+            })
+            .collect();
+        insert_events(tx, &held).await
     }
 
     /// One message of an app.
@@ -305,14 +325,20 @@ impl Store {
         } else {
             MessageStatus::Queued
         };
-        let mut out = vec![HistoryEntry {
-            status: first,
-            at: msg.created_at,
-            connection_id: None,
-            provider_message_id: None,
-            part: None,
-            detail: None,
-        }];
+        let held_first = rows
+            .first()
+            .is_some_and(|r| r.0 == MessageStatus::Held.as_str() && r.1 == msg.created_at);
+        let mut out = Vec::with_capacity(rows.len() + 1);
+        if !held_first {
+            out.push(HistoryEntry {
+                status: first,
+                at: msg.created_at,
+                connection_id: None,
+                provider_message_id: None,
+                part: None,
+                detail: None,
+            });
+        }
         for (status, at, connection_id, provider_message_id, part, detail) in rows {
             out.push(HistoryEntry {
                 status: MessageStatus::parse(&status).map_err(StoreError::corrupt)?,
@@ -406,6 +432,113 @@ impl Store {
         self.get_message(app, id).await
     }
 
+    /// Releases a held message after review: `queued` when approved (the caller enqueues
+    /// its send job in the same transaction), `canceled` when rejected. Returns the
+    /// message as it was.
+    pub async fn review_held(
+        &self,
+        tx: &mut Tx,
+        app: &AppId,
+        id: &MessageId,
+        approve: bool,
+        detail: &str,
+    ) -> Result<MessageRecord, StoreError> {
+        let now = now_ms();
+        let status = if approve {
+            MessageStatus::Queued
+        } else {
+            MessageStatus::Canceled
+        };
+        let row: Option<MessageRow> = on_tx!(&mut *tx, |c| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE messages SET status = $1, updated_at = $2 \
+                 WHERE app_id = $3 AND id = $4 AND status = 'held' RETURNING {COLUMNS}"
+            )))
+            .bind(status.as_str())
+            .bind(now)
+            .bind(app.as_str())
+            .bind(id.as_str())
+            .fetch_optional(c)
+            .await
+        })?;
+        let Some(row) = row else {
+            // Unknown, another app's, or no longer held: the caller tells them apart.
+            return Err(StoreError::NotFound);
+        };
+        insert_events(
+            tx,
+            &[(
+                id.clone(),
+                HistoryEntry {
+                    status,
+                    at: now,
+                    connection_id: None,
+                    provider_message_id: None,
+                    part: None,
+                    detail: Some(detail.to_owned()),
+                },
+            )],
+        )
+        .await?;
+        self.open_message(row)
+    }
+
+    /// Why each of these held messages was held: `(code, reason)` of its `held` policy
+    /// event.
+    pub async fn hold_reasons(
+        &self,
+        app: &AppId,
+        ids: &[&str],
+    ) -> Result<HashMap<String, (String, String)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, String, String)> = on_pool!(self.db.read(), |p| {
+            let mut qb = QueryBuilder::new(
+                "SELECT message_id, code, reason FROM policy_events WHERE kind = 'held' AND app_id = ",
+            );
+            qb.push_bind(app.as_str()).push(" AND message_id IN (");
+            let mut sep = qb.separated(", ");
+            for id in ids {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            qb.build_query_as().fetch_all(p).await
+        })?;
+        Ok(rows.into_iter().map(|(m, c, r)| (m, (c, r))).collect())
+    }
+
+    /// The app and tenant of each message (the send worker's look before it claims messages
+    /// for sending, while a queue-stopping pause is in force).
+    pub async fn message_owners(
+        &self,
+        ids: &[&str],
+    ) -> Result<Vec<(MessageId, TenantId, AppId)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String, String)> = on_pool!(self.db.read(), |p| {
+            let mut qb =
+                QueryBuilder::new("SELECT id, tenant_id, app_id FROM messages WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for id in ids {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            qb.build_query_as().fetch_all(p).await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(m, t, a)| {
+                (
+                    MessageId::from_trusted(m),
+                    TenantId::from_trusted(t),
+                    AppId::from_trusted(a),
+                )
+            })
+            .collect())
+    }
+
     /// Moves claimed messages to `sending` and returns the ones that are still to be sent
     /// (a message canceled meanwhile is left alone). `sending` is accepted as a starting
     /// state because a job whose lease expired after a crash finds its message there.
@@ -470,6 +603,7 @@ impl Store {
         let mut retried = Vec::new();
         let mut failed = Vec::new();
         let mut expired = Vec::new();
+        let mut deferred = Vec::new();
         let entry = |status,
                      connection_id: Option<&ConnectionId>,
                      pid: Option<&String>,
@@ -556,6 +690,15 @@ impl Store {
                         detail: Some(detail.clone()),
                     });
                 }
+                SendOutcome::Deferred {
+                    id,
+                    status,
+                    until,
+                    detail,
+                } => {
+                    deferred.push((id.as_str(), status.as_str(), *until));
+                    events.push((id.clone(), entry(*status, None, None, Some(detail.clone()))));
+                }
                 SendOutcome::Expired { id } => {
                     expired.push(id.as_str());
                     events.push((
@@ -606,6 +749,20 @@ impl Store {
             })?;
         }
         set_status_where(tx, "queued", None, &retried, now, "status = 'sending'").await?;
+        for chunk in deferred.chunks(300) {
+            on_tx!(&mut *tx, |c| {
+                let mut qb =
+                    QueryBuilder::new("UPDATE messages SET status = v.column2, updated_at = ");
+                qb.push_bind(now);
+                // A scheduled message shows when it will go.
+                qb.push(", send_at = CASE WHEN v.column2 = 'scheduled' THEN v.column3 ELSE messages.send_at END FROM (");
+                qb.push_values(chunk, |mut b, (id, status, until)| {
+                    b.push_bind(*id).push_bind(*status).push_bind(*until);
+                });
+                qb.push(") AS v WHERE messages.id = v.column1 AND messages.status = 'sending'");
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
         set_status_where(
             tx,
             "expired",
@@ -879,6 +1036,14 @@ pub enum SendOutcome {
     },
     /// Not handed to any provider: its validity period ran out while it waited.
     Expired { id: MessageId },
+    /// Not handed to any provider yet: the guard's last check says later (quiet hours at
+    /// the recipient: `scheduled` at `until`; a pause: back to `queued`).
+    Deferred {
+        id: MessageId,
+        status: MessageStatus,
+        until: i64,
+        detail: String,
+    },
 }
 
 /// A delivery receipt in provider terms.

@@ -4,8 +4,13 @@
 use portcullis_domain::{
     AppId, Channel, ConsentId, E164, EventId, MessageId, SuppressionId, TenantId,
 };
+use std::collections::HashMap;
+
+use portcullis_domain::policy::{Counters, Standing};
+use portcullis_domain::quota::QuotaUsage;
 use sqlx::QueryBuilder;
 
+use crate::guard::{CounterKeys, CounterValues};
 use crate::{
     Cursor, Page, Store, StoreError, Tx, found, now_ms, on_pool, on_tx, paginate, push_cursor,
 };
@@ -81,8 +86,61 @@ pub struct PolicyEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecipientState {
     pub suppressed: bool,
-    /// Consent scopes on record for the channel (`transactional`, `marketing`).
+    /// Consent scopes on record: for one channel (`transactional`, `marketing`) from
+    /// [`Store::guard_snapshot`]; as `channel:scope` from [`Store::standings_among`].
     pub consent_scopes: Vec<String>,
+}
+
+impl RecipientState {
+    /// The domain's view, for one channel.
+    pub fn standing(&self, channel: Option<Channel>) -> Standing {
+        let has = |scope: &str| {
+            self.consent_scopes.iter().any(|s| match channel {
+                None => s == scope,
+                Some(ch) => {
+                    s.strip_prefix(ch.as_str())
+                        .and_then(|r| r.strip_prefix(':'))
+                        == Some(scope)
+                }
+            })
+        };
+        Standing {
+            suppressed: self.suppressed,
+            transactional_consent: has("transactional"),
+            marketing_consent: has("marketing"),
+        }
+    }
+}
+
+/// What [`Store::guard_snapshot`] read.
+#[derive(Debug, Clone, Default)]
+pub struct GuardSnapshot {
+    pub recipient: RecipientState,
+    /// Non-essential messages to the recipient today (0 when not counted).
+    pub recipient_today: u32,
+    pub counters: CounterValues,
+}
+
+impl GuardSnapshot {
+    /// The counters in the domain's terms.
+    pub fn counters(&self, keys: &CounterKeys) -> Counters {
+        let get =
+            |c: &crate::guard::Counter| self.counters.get(&c.key).copied().unwrap_or(0).max(0);
+        let small = |c: &crate::guard::Counter| u32::try_from(get(c)).unwrap_or(u32::MAX);
+        Counters {
+            quota: QuotaUsage {
+                app_day: get(&keys.app_day) as u64,
+                app_month: get(&keys.app_month) as u64,
+                tenant_day: get(&keys.tenant_day) as u64,
+                tenant_month: get(&keys.tenant_month) as u64,
+            },
+            recipient_today: self.recipient_today,
+            app_this_minute: small(&keys.app_minute),
+            app_previous_hour: small(&keys.app_previous_hour),
+            high_risk_this_hour: small(&keys.high_risk_hour),
+            invalid_failures_this_hour: small(&keys.invalid_hour),
+        }
+    }
 }
 
 impl Store {
@@ -327,58 +385,112 @@ impl Store {
         found(n)
     }
 
-    /// Suppression and consent state of one recipient, in one round trip.
-    pub async fn recipient_state(
+    /// Everything the guard reads before accepting a message, in one round trip: the
+    /// recipient's suppression and consents, today's non-essential messages to them (only
+    /// when `count_recipient`: it is the one part that scans rows), and the app's counters.
+    pub async fn guard_snapshot(
         &self,
         app: &AppId,
         phone: &E164,
         channel: Channel,
-    ) -> Result<RecipientState, StoreError> {
+        keys: &CounterKeys,
+        count_recipient: bool,
+    ) -> Result<GuardSnapshot, StoreError> {
         let index = self.phone_index(phone);
-        let rows: Vec<(String, Option<String>)> = on_pool!(self.db.read(), |p| {
-            sqlx::query_as(
-            "SELECT 'suppressed', NULL FROM suppressions WHERE app_id = $1 AND phone_index = $2 \
-             UNION ALL SELECT 'consent', scope FROM consents \
-             WHERE app_id = $1 AND phone_index = $2 AND channel = $3 AND revoked_at IS NULL"
-        )
-        .bind(app.as_str())
-        .bind(&index)
-        .bind(channel.as_str())
-        .fetch_all(p)
-        .await
-        })?;
-        let mut state = RecipientState::default();
-        for (kind, scope) in rows {
-            match (kind.as_str(), scope) {
-                ("suppressed", _) => state.suppressed = true,
-                (_, Some(scope)) => state.consent_scopes.push(scope),
-                _ => {}
+        let counters = keys.read_set();
+        let rows: Vec<(String, Option<String>, i64)> = on_pool!(self.db.read(), |p| {
+            let mut qb = QueryBuilder::new(
+                "SELECT 'suppressed', NULL, CAST(0 AS BIGINT) FROM suppressions WHERE app_id = ",
+            );
+            qb.push_bind(app.as_str())
+                .push(" AND phone_index = ")
+                .push_bind(index.as_str());
+            qb.push(" UNION ALL SELECT 'consent', scope, CAST(0 AS BIGINT) FROM consents WHERE app_id = ")
+                .push_bind(app.as_str())
+                .push(" AND phone_index = ")
+                .push_bind(index.as_str())
+                .push(" AND channel = ")
+                .push_bind(channel.as_str())
+                .push(" AND revoked_at IS NULL");
+            if count_recipient {
+                qb.push(
+                    " UNION ALL SELECT 'recipient', NULL, COUNT(*) FROM messages WHERE app_id = ",
+                )
+                .push_bind(app.as_str())
+                .push(" AND recipient_index = ")
+                .push_bind(index.as_str())
+                .push(" AND created_at >= ")
+                .push_bind(keys.day_start)
+                .push(" AND purpose IN ('notification', 'support', 'marketing')");
             }
-        }
-        Ok(state)
-    }
-
-    /// Which of `phones` are suppressed for `app` (the send worker's last check).
-    pub async fn suppressed_among(
-        &self,
-        app: &AppId,
-        phones: &[&E164],
-    ) -> Result<Vec<String>, StoreError> {
-        if phones.is_empty() {
-            return Ok(Vec::new());
-        }
-        let indexes: Vec<String> = phones.iter().map(|p| self.phone_index(p)).collect();
-        let rows: Vec<(String,)> = on_pool!(self.db.read(), |p| {
-            let mut qb = QueryBuilder::new("SELECT phone_index FROM suppressions WHERE app_id = ");
-            qb.push_bind(app.as_str()).push(" AND phone_index IN (");
+            qb.push(" UNION ALL SELECT 'usage', key, count FROM usage_counters WHERE key IN (");
             let mut sep = qb.separated(", ");
-            for ix in &indexes {
-                sep.push_bind(ix.as_str());
+            for c in counters {
+                sep.push_bind(c.key.as_str());
             }
             qb.push(")");
             qb.build_query_as().fetch_all(p).await
         })?;
-        Ok(rows.into_iter().map(|r| r.0).collect())
+        let mut snap = GuardSnapshot::default();
+        for (kind, text, n) in rows {
+            match (kind.as_str(), text) {
+                ("suppressed", _) => snap.recipient.suppressed = true,
+                ("consent", Some(scope)) => snap.recipient.consent_scopes.push(scope),
+                ("recipient", _) => snap.recipient_today = u32::try_from(n).unwrap_or(u32::MAX),
+                ("usage", Some(key)) => {
+                    snap.counters.insert(key, n);
+                }
+                _ => {}
+            }
+        }
+        Ok(snap)
+    }
+
+    /// Suppression and consent state of many recipients of one app: the send worker's
+    /// last check. Keyed by blind index.
+    pub async fn standings_among(
+        &self,
+        app: &AppId,
+        phones: &[&E164],
+    ) -> Result<HashMap<String, RecipientState>, StoreError> {
+        let mut out: HashMap<String, RecipientState> = HashMap::new();
+        if phones.is_empty() {
+            return Ok(out);
+        }
+        let indexes: Vec<String> = phones.iter().map(|p| self.phone_index(p)).collect();
+        let rows: Vec<(String, String, Option<String>, Option<String>)> = on_pool!(
+            self.db.read(),
+            |p| {
+                let mut qb = QueryBuilder::new(
+                    "SELECT phone_index, 'suppressed', NULL, NULL FROM suppressions WHERE app_id = ",
+                );
+                qb.push_bind(app.as_str()).push(" AND phone_index IN (");
+                let mut sep = qb.separated(", ");
+                for ix in &indexes {
+                    sep.push_bind(ix.as_str());
+                }
+                qb.push(") UNION ALL SELECT phone_index, 'consent', channel, scope FROM consents WHERE app_id = ")
+                    .push_bind(app.as_str())
+                    .push(" AND revoked_at IS NULL AND phone_index IN (");
+                let mut sep = qb.separated(", ");
+                for ix in &indexes {
+                    sep.push_bind(ix.as_str());
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(p).await
+            }
+        )?;
+        for (index, kind, channel, scope) in rows {
+            let entry = out.entry(index).or_default();
+            match (kind.as_str(), channel, scope) {
+                ("suppressed", _, _) => entry.suppressed = true,
+                (_, Some(channel), Some(scope)) => {
+                    entry.consent_scopes.push(format!("{channel}:{scope}"))
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Records policy events inside the caller's transaction.
@@ -392,14 +504,15 @@ impl Store {
             let id = EventId::new();
             on_tx!(&mut *tx, |c| {
                 sqlx::query(
-                "INSERT INTO policy_events (id, tenant_id, app_id, message_id, phone_sealed, kind, code, reason, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                "INSERT INTO policy_events (id, tenant_id, app_id, message_id, phone_sealed, phone_index, kind, code, reason, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             )
             .bind(id.as_str())
             .bind(e.tenant_id.as_str())
             .bind(e.app_id.as_str())
             .bind(e.message_id.as_ref().map(|m| m.as_str()))
             .bind(e.phone.as_ref().map(|p| self.seal(EVENT_PHONE, id.as_str(), p.as_str().as_bytes())))
+            .bind(e.phone.as_ref().map(|p| self.phone_index(p)))
             .bind(&e.kind)
             .bind(&e.code)
             .bind(&e.reason)
@@ -428,6 +541,7 @@ impl Store {
             String,
             i64,
         );
+        let phone_index = filter.phone.as_ref().map(|p| self.phone_index(p));
         let rows: Vec<Row> = on_pool!(self.db.read(), |p| {
             let mut qb = QueryBuilder::new(
                 "SELECT id, message_id, phone_sealed, kind, code, reason, created_at FROM policy_events WHERE app_id = ",
@@ -441,6 +555,15 @@ impl Store {
             }
             if let Some(m) = &filter.message_id {
                 qb.push(" AND message_id = ").push_bind(m.as_str());
+            }
+            if let Some(ix) = &phone_index {
+                qb.push(" AND phone_index = ").push_bind(ix.as_str());
+            }
+            if let Some(t) = filter.since {
+                qb.push(" AND created_at >= ").push_bind(t);
+            }
+            if let Some(t) = filter.until {
+                qb.push(" AND created_at < ").push_bind(t);
             }
             push_cursor(&mut qb, "created_at", cursor);
             qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
@@ -482,4 +605,10 @@ pub struct PolicyEventFilter {
     pub kind: Option<String>,
     pub code: Option<String>,
     pub message_id: Option<MessageId>,
+    /// Events about this recipient (matched by blind index).
+    pub phone: Option<E164>,
+    /// Unix ms, inclusive.
+    pub since: Option<i64>,
+    /// Unix ms, exclusive.
+    pub until: Option<i64>,
 }

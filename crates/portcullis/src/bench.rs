@@ -86,6 +86,10 @@ pub struct BenchArgs {
     /// gateway with a private or self-signed certificate.
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<std::path::PathBuf>,
+    /// The messages' purpose (`transactional` by default; a non-essential purpose such as
+    /// `notification` runs every rule of the guard: caps, footer, quiet hours).
+    #[arg(long, default_value = "transactional")]
+    pub purpose: String,
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
@@ -106,6 +110,7 @@ impl std::fmt::Debug for BenchArgs {
             .field("wait_delivered", &self.wait_delivered)
             .field("client", &self.client)
             .field("ca_file", &self.ca_file)
+            .field("purpose", &self.purpose)
             .field("json", &self.json)
             .finish_non_exhaustive()
     }
@@ -200,6 +205,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.wait_delivered && args.schedule_ahead.is_some() {
         bail!("--wait-delivered and --schedule-ahead do not go together");
     }
+    let purpose = portcullis_domain::Purpose::parse(&args.purpose)
+        .map_err(|_| anyhow::anyhow!("--purpose must be one of otp, transactional, alert, notification, support, marketing"))?
+        .as_str();
     let send_at = args
         .schedule_ahead
         .map(|s| format!(r#","send_at":"{}""#, rfc3339_in(s)))
@@ -214,6 +222,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             keep_ids: false,
             run_tag: run_tag.clone(),
             send_at: send_at.clone(),
+            purpose,
         };
         let (back, r) = run_phase(conns, plan).await;
         conns = back;
@@ -229,6 +238,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         keep_ids,
         run_tag,
         send_at,
+        purpose,
     };
     let started = Instant::now();
     let (conns, load) = run_phase(conns, plan).await;
@@ -431,6 +441,7 @@ struct Plan {
     run_tag: String,
     /// `"send_at"` member (with a leading comma) when messages are scheduled ahead.
     send_at: String,
+    purpose: &'static str,
 }
 
 /// The recipient of request `i`: `+1 415 NXX XXXX`, unique for the first ~7.9 million
@@ -451,9 +462,10 @@ fn exchange(n: u64) -> u64 {
 
 fn message_body(i: u64, plan: &Plan) -> String {
     format!(
-        r#"{{"to":"{}","body":"Portcullis bench {} message {i}: your order has shipped.","purpose":"transactional"{}}}"#,
+        r#"{{"to":"{}","body":"Portcullis bench {} message {i}: your order has shipped.","purpose":"{}"{}}}"#,
         recipient(i),
         plan.run_tag,
+        plan.purpose,
         plan.send_at,
     )
 }

@@ -50,6 +50,13 @@ pub struct Config {
     /// Seconds a send job stays leased to a worker.
     pub job_lease_seconds: u64,
     pub dispatchers: usize,
+    /// The failure-storm breaker: at least this many sends in the window, of which at
+    /// least `breaker_failure_ratio` failed, pause the app (or rest the connection).
+    pub breaker_min_attempts: u32,
+    pub breaker_failure_ratio: f64,
+    pub breaker_window_seconds: u64,
+    /// How long a connection tripped by the breaker rests.
+    pub breaker_cooldown_seconds: u64,
     /// CIDRs of otherwise-refused webhook destinations (comma-separated).
     pub webhook_allowed_cidrs: Option<String>,
     /// Permit `http://` webhook URLs (default: only in dev mode).
@@ -102,6 +109,10 @@ impl Default for Config {
             simulator_log_file: None,
             job_lease_seconds: 30,
             dispatchers: 2,
+            breaker_min_attempts: 50,
+            breaker_failure_ratio: 0.5,
+            breaker_window_seconds: 300,
+            breaker_cooldown_seconds: 300,
             webhook_allowed_cidrs: None,
             webhook_allow_http: None,
             webhook_allowed_ports: None,

@@ -22,6 +22,7 @@ use portcullis_api::shared_counters::SharedCounters;
 use portcullis_api::{ApiConfig, AppState, auth::LastUsed};
 use portcullis_crypto::Keyring;
 use portcullis_egress::Egress;
+use portcullis_pipeline::breaker::BreakerConfig;
 use portcullis_pipeline::{Pipeline, PipelineConfig};
 use portcullis_providers::simulator::SimulatorConfig;
 use portcullis_store::{Db, Store};
@@ -53,6 +54,16 @@ impl Server {
         listener: TcpListener,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Server> {
+        #[cfg(feature = "unguarded-benchmark-only")]
+        {
+            anyhow::ensure!(
+                config.dev,
+                "this binary was built with the unguarded-benchmark-only feature (no policy guard) and only runs in dev mode"
+            );
+            tracing::warn!(
+                "UNGUARDED BENCHMARK BUILD: the policy guard is compiled out; never use this binary for real traffic"
+            );
+        }
         portcullis_domain::phone::warm_up();
         let keyring = Arc::new(Keyring::new(&config.master_key()?));
         // Everything about the perimeter is checked before the database is touched.
@@ -101,6 +112,12 @@ impl Server {
             simulator: SimulatorConfig {
                 delivery_delay: config.simulator_delay(),
                 log_file: config.simulator_log_file.clone(),
+            },
+            breaker: BreakerConfig {
+                window: Duration::from_secs(config.breaker_window_seconds.max(1)),
+                min_attempts: config.breaker_min_attempts.max(1),
+                failure_ratio: config.breaker_failure_ratio.clamp(0.01, 1.0),
+                connection_cooldown: Duration::from_secs(config.breaker_cooldown_seconds),
             },
             ..PipelineConfig::default()
         };
@@ -304,6 +321,9 @@ fn spawn_housekeeping(
                 }
                 if let Err(e) = store.sweep_deliveries(now - DELIVERY_RETENTION_MS).await {
                     tracing::warn!(error = %e, "webhook delivery sweep failed");
+                }
+                if let Err(e) = portcullis_store::guard::prune_counters(&db, now).await {
+                    tracing::warn!(error = %e, "usage counter sweep failed");
                 }
                 if let Err(e) = store.sweep_events(now - EVENT_RETENTION_MS).await {
                     tracing::warn!(error = %e, "event sweep failed");

@@ -26,6 +26,8 @@ struct Gateway {
     port: u16,
     database_url: Option<String>,
     child: Option<Child>,
+    /// The bootstrap app, from the first start.
+    app_id: Option<String>,
 }
 
 impl Gateway {
@@ -56,11 +58,14 @@ impl Gateway {
         let mut lines = BufReader::new(stdout).lines();
         let key = Arc::new(Mutex::new(None::<String>));
         let key2 = key.clone();
+        let app = Arc::new(Mutex::new(None::<String>));
+        let app2 = app.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(json) = line.strip_prefix("bootstrap: ") {
                     let v: Value = serde_json::from_str(json).expect("bootstrap json");
                     *key2.lock().await = v["key"].as_str().map(str::to_owned);
+                    *app2.lock().await = v["app_id"].as_str().map(str::to_owned);
                 }
             }
         });
@@ -80,6 +85,9 @@ impl Gateway {
         }
         // The bootstrap line is printed right after the listener is up.
         tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(app) = app.lock().await.clone() {
+            self.app_id = Some(app);
+        }
         key.lock().await.clone()
     }
 
@@ -110,11 +118,35 @@ async fn crash_run(database_url: Option<String>) {
         port: free_port(),
         database_url,
         child: None,
+        app_id: None,
     };
     let key = gw
         .start()
         .await
         .expect("first start prints the bootstrap key");
+    // Two thousand messages in seconds from a new app is exactly what burst detection
+    // holds for review; this test is about crashes, so the operator turns it off.
+    let app_id = gw.app_id.clone().expect("bootstrap app id");
+    let mut cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cli.args([
+        "apps",
+        "update",
+        &app_id,
+        "--burst-min-per-minute",
+        "0",
+        "--data-dir",
+    ])
+    .arg(&gw.data_dir);
+    if let Some(url) = &gw.database_url {
+        cli.arg("--database-url").arg(url);
+    }
+    let out = cli.output().await.expect("run the CLI");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The server reads app settings with each key lookup: nothing to wait for.
     let base = format!("http://127.0.0.1:{}", gw.port);
     let client = reqwest::Client::builder()
         .no_proxy()

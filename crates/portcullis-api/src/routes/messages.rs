@@ -5,12 +5,11 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use portcullis_domain::policy::{Decision, Outgoing, Standing, decide};
-use portcullis_domain::quiet_hours::QuietRules;
+use portcullis_domain::policy::Decision;
 use portcullis_domain::{
     Channel, E164, MessageBody, MessageId, MessageStatus, Purpose, encoding::segment_info,
 };
-use portcullis_pipeline::{AcceptOutcome, AcceptRequest, IdempotencyInput};
+use portcullis_pipeline::{AcceptOutcome, AcceptRequest, Charge, IdempotencyInput};
 use portcullis_store::idempotency::IdempotencyClaim;
 use portcullis_store::messages::{HistoryEntry, MessageFilter, MessageRecord, NewMessage};
 use portcullis_store::now_ms;
@@ -120,7 +119,7 @@ fn encoding_name(e: portcullis_domain::Encoding) -> &'static str {
 }
 
 impl MessageView {
-    fn from_record(m: MessageRecord, history: Option<Vec<HistoryEntry>>) -> MessageView {
+    pub(crate) fn from_record(m: MessageRecord, history: Option<Vec<HistoryEntry>>) -> MessageView {
         MessageView {
             id: m.id.as_str().to_owned(),
             status: m.status.as_str().to_owned(),
@@ -262,34 +261,27 @@ pub async fn send(
     };
     let id = MessageId::new();
 
-    // The guard: suppression, consent, purpose, destination, quiet hours.
-    let recipient = state
-        .store
-        .recipient_state(&auth.app_id, &to, channel)
-        .await?;
-    let standing = Standing {
-        suppressed: recipient.suppressed,
-        transactional_consent: recipient
-            .consent_scopes
-            .iter()
-            .any(|s| s == "transactional"),
-        marketing_consent: recipient.consent_scopes.iter().any(|s| s == "marketing"),
-    };
-    let outgoing = Outgoing {
-        purpose,
+    let started = std::time::Instant::now();
+    let Screened {
+        decision,
+        text,
+        info,
+        charge,
+    } = screen(
+        &state,
+        &auth,
+        &to,
         channel,
-        to: &to,
-        send_at: requested_at.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()),
-    };
-    let now_ts = jiff::Timestamp::from_millisecond(now).map_err(ApiError::internal)?;
+        purpose,
+        &body,
+        requested_at,
+        now,
+    )
+    .await?;
+    metrics::histogram!("portcullis_guard_seconds").record(started.elapsed());
     let mut policy_events = Vec::new();
-    let send_at = match decide(
-        &outgoing,
-        &app.policy(),
-        &standing,
-        QuietRules::builtin(),
-        now_ts,
-    ) {
+    let mut status = MessageStatus::Queued;
+    let send_at = match decision {
         Decision::Refuse { code, reason } => {
             state
                 .pipeline
@@ -304,16 +296,32 @@ pub async fn send(
                 .await?;
             return Err(ApiError::unprocessable(code.as_str(), reason));
         }
-        Decision::Defer { until, reason } => {
+        Decision::Defer {
+            until,
+            code,
+            reason,
+        } => {
             policy_events.push(super::policy::event(
                 &auth,
                 Some(&id),
                 &to,
                 "deferred",
-                "quiet_hours",
+                code.as_str(),
                 &reason,
             ));
             Some(until.as_millisecond())
+        }
+        Decision::Hold { code, reason } => {
+            policy_events.push(super::policy::event(
+                &auth,
+                Some(&id),
+                &to,
+                "held",
+                code.as_str(),
+                &reason,
+            ));
+            status = MessageStatus::Held;
+            requested_at
         }
         Decision::Allow { exempt } => {
             if let Some(reason) = exempt {
@@ -329,9 +337,11 @@ pub async fn send(
             requested_at
         }
     };
+    if status == MessageStatus::Queued && send_at.is_some() {
+        status = MessageStatus::Scheduled;
+    }
     let expires_at = send_at.unwrap_or(now) + i64::from(validity) * 1000;
     let metadata = check_metadata(req.metadata)?;
-    let info = segment_info(body.as_str());
 
     let message = NewMessage {
         id,
@@ -342,15 +352,11 @@ pub async fn send(
         from,
         channel,
         purpose,
-        body: body.into_inner(),
+        body: text,
         metadata,
         encoding: info.encoding,
         segments: info.segments,
-        status: if send_at.is_some() {
-            MessageStatus::Scheduled
-        } else {
-            MessageStatus::Queued
-        },
+        status,
         test_mode: auth.test,
         send_at,
         expires_at,
@@ -366,6 +372,7 @@ pub async fn send(
             idempotency,
             response: response.clone(),
             policy_events,
+            charge,
         })
         .await?;
     match outcome {
@@ -375,7 +382,119 @@ pub async fn send(
             response,
         } => Ok(replay(status_code, response)),
         AcceptOutcome::IdempotencyKeyReused => Err(key_reused()),
+        AcceptOutcome::Refused { code, reason } => Err(ApiError::unprocessable(code, reason)),
     }
+}
+
+/// What the guard made of a message.
+struct Screened {
+    decision: Decision,
+    /// The text to send (the opt-out footer appended where the policy says so).
+    text: String,
+    info: portcullis_domain::SegmentInfo,
+    /// What accepting it costs against the counters.
+    charge: Option<Charge>,
+}
+
+#[cfg(not(feature = "unguarded-benchmark-only"))]
+use guarded::screen;
+
+#[cfg(not(feature = "unguarded-benchmark-only"))]
+mod guarded {
+    use portcullis_domain::policy::{Inputs, Outgoing, Stage, decide};
+    use portcullis_domain::quiet_hours::QuietRules;
+    use portcullis_domain::risk::RiskPrefixes;
+    use portcullis_store::guard::CounterKeys;
+    use portcullis_store::policy::GuardSnapshot;
+
+    use super::*;
+
+    /// The guard (`portcullis_domain::policy::decide`) on what the store and the board know.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn screen(
+        state: &AppState,
+        auth: &crate::auth::Caller,
+        to: &E164,
+        channel: Channel,
+        purpose: Purpose,
+        body: &MessageBody,
+        requested_at: Option<i64>,
+        now: i64,
+    ) -> Result<Screened, ApiError> {
+        let board = state.pipeline.board();
+        let tenant = board.tenant_settings(&auth.tenant_id);
+        let policy = auth.app.policy(&tenant);
+        let pause = board.pause_for(&auth.tenant_id, &auth.app_id);
+        let text = policy.outgoing_text(purpose, body.as_str());
+        let info = segment_info(&text);
+        let keys = CounterKeys::new(&auth.tenant_id, &auth.app_id, &tenant, now);
+        let snapshot = if pause.is_some() {
+            // Refused whatever the rest says: no need to read it.
+            GuardSnapshot::default()
+        } else {
+            let count_recipient = policy.recipient_daily_cap.is_some() && !purpose.is_essential();
+            state
+                .store
+                .guard_snapshot(&auth.app_id, to, channel, &keys, count_recipient)
+                .await?
+        };
+        let outgoing = Outgoing {
+            purpose,
+            channel,
+            to,
+            text: &text,
+            segments: info.segments,
+            send_at: requested_at.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()),
+        };
+        let decision = decide(
+            &outgoing,
+            &Inputs {
+                policy: &policy,
+                standing: &snapshot.recipient.standing(None),
+                counters: &snapshot.counters(&keys),
+                pause: pause.as_ref(),
+                rules: QuietRules::builtin(),
+                risk: RiskPrefixes::builtin(),
+                now: jiff::Timestamp::from_millisecond(now).map_err(ApiError::internal)?,
+            },
+            Stage::Accept,
+        );
+        let charge = Charge {
+            keys,
+            limits: policy.quotas,
+            segments: u64::from(info.segments),
+            high_risk: RiskPrefixes::builtin().matching(to).is_some(),
+        };
+        Ok(Screened {
+            decision,
+            text: text.into_owned(),
+            info,
+            charge: Some(charge),
+        })
+    }
+}
+
+/// A build for measuring the guard's cost (`docs/benchmarks.md`) and nothing else: every
+/// message is allowed unread and uncounted. The binary refuses to serve outside dev mode
+/// when built this way (`portcullis::server`).
+#[cfg(feature = "unguarded-benchmark-only")]
+#[allow(clippy::too_many_arguments)]
+async fn screen(
+    _state: &AppState,
+    _auth: &crate::auth::Caller,
+    _to: &E164,
+    _channel: Channel,
+    _purpose: Purpose,
+    body: &MessageBody,
+    _requested_at: Option<i64>,
+    _now: i64,
+) -> Result<Screened, ApiError> {
+    Ok(Screened {
+        decision: Decision::Allow { exempt: None },
+        text: body.as_str().to_owned(),
+        info: segment_info(body.as_str()),
+        charge: None,
+    })
 }
 
 fn replay(status_code: u16, response: String) -> Response {

@@ -11,6 +11,7 @@ pub mod messages;
 pub mod oauth;
 pub mod policy;
 pub mod realtime;
+pub mod reviews;
 pub mod webhooks;
 
 use axum::Router;
@@ -28,6 +29,11 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(health::metrics))
         .route("/v1/openapi.json", get(crate::openapi::serve))
         .route("/v1/app", get(app::get))
+        .route("/v1/app/pause", post(app::pause))
+        .route("/v1/app/resume", post(app::resume))
+        .route("/v1/admin/reviews", get(reviews::list))
+        .route("/v1/admin/reviews/{id}/approve", post(reviews::approve))
+        .route("/v1/admin/reviews/{id}/reject", post(reviews::reject))
         .route("/v1/messages", post(messages::send).get(messages::list))
         .route("/v1/messages/{id}", get(messages::get))
         .route("/v1/messages/{id}/cancel", post(messages::cancel))

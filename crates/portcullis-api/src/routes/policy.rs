@@ -404,9 +404,18 @@ impl From<PolicyEvent> for PolicyEventView {
 pub struct PolicyEventParams {
     pub limit: Option<u32>,
     pub cursor: Option<String>,
+    /// `refused`, `deferred`, `held`, `allowed_exempt`, `opted_out`, `opted_in`,
+    /// `possible_opt_out`, `approved`, `rejected`, `paused`.
     pub kind: Option<String>,
+    /// e.g. `recipient_suppressed`, `quota_exceeded`, `burst_detected`.
     pub code: Option<String>,
     pub message_id: Option<String>,
+    /// Events about this recipient (E.164; matched exactly, never listed unmasked).
+    pub phone: Option<String>,
+    /// RFC 3339: events at or after.
+    pub since: Option<String>,
+    /// RFC 3339: events before.
+    pub until: Option<String>,
 }
 
 /// What the guard refused, deferred or noted, and why; newest first.
@@ -436,6 +445,13 @@ pub async fn list_policy_events(
                 })
             })
             .transpose()?,
+        phone: q
+            .phone
+            .as_deref()
+            .map(|p| E164::parse(p).map_err(|e| ApiError::unprocessable(e.code(), e.to_string())))
+            .transpose()?,
+        since: crate::dto::time_param("since", q.since.as_deref())?,
+        until: crate::dto::time_param("until", q.until.as_deref())?,
     };
     let result = state
         .store

@@ -7,6 +7,8 @@ mod helpers;
 mod at_rest;
 mod audit;
 mod auth;
+mod cli_guard;
+mod guard;
 mod isolation;
 mod keys;
 mod logs;

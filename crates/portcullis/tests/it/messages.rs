@@ -67,7 +67,7 @@ async fn simulator_failure_numbers(backend: Backend) {
             Duration::from_secs(10),
         )
         .await;
-    assert_eq!(f["error_code"], "provider_refused");
+    assert_eq!(f["error_code"], "invalid_number");
     app.stop().await;
 }
 
@@ -197,21 +197,14 @@ async fn idempotency_key_semantics(backend: Backend) {
     let notify = json!({"to": "+14155550166", "body": "parcel", "purpose": "otp"});
     let (s_a, first_a) = send("before-stop", notify.clone()).await;
     assert_eq!(s_a, 202);
-    let app_policy = portcullis_store::apps::get_any_tenant(
-        &app.server.as_ref().unwrap().store.db,
-        &portcullis_domain::AppId::parse(&app.app_id).unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut paused = app_policy.policy.clone();
-    paused.paused = true;
-    portcullis_store::apps::set_policy(
-        &app.server.as_ref().unwrap().store.db,
-        &app_policy.id,
-        &paused,
-    )
-    .await
-    .unwrap();
+    let (paused, _) = app
+        .post(
+            "/v1/app/pause",
+            &app.admin_key,
+            &json!({"reason": "testing replays"}),
+        )
+        .await;
+    assert_eq!(paused, 200);
     let (s_b, replayed) = send("before-stop", notify.clone()).await;
     assert_eq!((s_b, &replayed), (202, &first_a));
     let (s_c, refused) = send("after-pause", notify).await;
@@ -219,13 +212,8 @@ async fn idempotency_key_semantics(backend: Backend) {
         (s_c, refused["code"].as_str()),
         (422, Some("sending_paused"))
     );
-    portcullis_store::apps::set_policy(
-        &app.server.as_ref().unwrap().store.db,
-        &app_policy.id,
-        &app_policy.policy,
-    )
-    .await
-    .unwrap();
+    let (resumed, _) = app.post("/v1/app/resume", &app.admin_key, &json!({})).await;
+    assert_eq!(resumed, 200);
     // A request that fails validation is not remembered under its key.
     let (s4, _) = send(
         "fresh-key",
