@@ -325,6 +325,17 @@ impl Store {
         } else {
             MessageStatus::Queued
         };
+        // What the guard said when the message was accepted (an exemption, a deferral, a
+        // hold) explains its first entry: the earliest such event of the message.
+        let accepted_with: Option<(String,)> = on_pool!(self.db.read(), |p| sqlx::query_as(
+            "SELECT reason FROM policy_events WHERE message_id = $1 AND app_id = $2 \
+             AND kind IN ('allowed_exempt', 'deferred', 'held') ORDER BY created_at, id LIMIT 1"
+        )
+        .bind(msg.id.as_str())
+        .bind(msg.app_id.as_str())
+        .fetch_optional(p)
+        .await)?;
+        let detail = accepted_with.map(|r| r.0);
         let held_first = rows
             .first()
             .is_some_and(|r| r.0 == MessageStatus::Held.as_str() && r.1 == msg.created_at);
@@ -336,10 +347,12 @@ impl Store {
                 connection_id: None,
                 provider_message_id: None,
                 part: None,
-                detail: None,
+                detail: detail.clone(),
             });
         }
+        let mut first_detail = held_first.then_some(detail).flatten();
         for (status, at, connection_id, provider_message_id, part, detail) in rows {
+            let detail = detail.or_else(|| first_detail.take());
             out.push(HistoryEntry {
                 status: MessageStatus::parse(&status).map_err(StoreError::corrupt)?,
                 at,

@@ -27,6 +27,8 @@ CREATE TABLE pauses (
 
 ALTER TABLE policy_events ADD COLUMN phone_index TEXT;
 CREATE INDEX policy_events_phone ON policy_events(app_id, phone_index, created_at);
+-- A message's history explains its first entry with the guard's reason.
+CREATE INDEX policy_events_message ON policy_events(message_id) WHERE message_id IS NOT NULL;
 
 -- The review queue: held messages are few, so a partial index keeps finding them cheap.
 CREATE INDEX messages_held ON messages(app_id, created_at, id) WHERE status = 'held';

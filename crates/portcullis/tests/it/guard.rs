@@ -389,6 +389,14 @@ async fn holds_are_reviewed(backend: Backend) {
         .map(|h| h["status"].as_str().unwrap())
         .collect();
     assert_eq!(history, ["held", "canceled"], "{rejected}");
+    // The history says why it was held.
+    assert!(
+        rejected["history"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("messages this minute"),
+        "{rejected}"
+    );
     // Deciding twice is a conflict, not a second decision.
     let (s, again) = app
         .post(

@@ -113,6 +113,19 @@ async fn stop_and_start_through_the_simulator(backend: Backend) {
         .find(|e| e["kind"] == "allowed_exempt")
         .unwrap();
     assert_eq!(exempt["message_id"], sent["id"]);
+    // The message's own history says it went out under the exemption.
+    let (_, shown) = app
+        .get(
+            &format!("/v1/messages/{}", sent["id"].as_str().unwrap()),
+            &app.admin_key,
+        )
+        .await;
+    assert!(
+        shown["history"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("exempt")),
+        "{shown}"
+    );
     assert!(
         !events.to_string().contains(SUBSCRIBER),
         "numbers are masked in policy events"
