@@ -36,9 +36,42 @@ impl PhoneError {
 
 /// A phone number in canonical E.164 form (`+` and up to 15 digits).
 ///
-/// Prints and serializes masked (`+1415555****`); see the module docs.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct E164(String);
+/// Prints and serializes masked (`+1415555****`); see the module docs. Equality, ordering
+/// and hashing are the canonical string's alone.
+#[derive(Clone)]
+pub struct E164 {
+    number: String,
+    /// The region, when [`E164::parse`] already worked it out (`Some(None)`: a
+    /// non-geographic number). Finding it again costs a second parse of the number, and
+    /// the guard asks on every message.
+    region: Option<Option<&'static str>>,
+}
+
+impl PartialEq for E164 {
+    fn eq(&self, other: &Self) -> bool {
+        self.number == other.number
+    }
+}
+
+impl Eq for E164 {}
+
+impl std::hash::Hash for E164 {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.number.hash(state);
+    }
+}
+
+impl PartialOrd for E164 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for E164 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.number.cmp(&other.number)
+    }
+}
 
 impl E164 {
     /// Folds formatting from untrusted input, then requires a valid E.164 number.
@@ -57,35 +90,41 @@ impl E164 {
         if !is_e164_shape(&canonical) {
             return Err(PhoneError::NotE164);
         }
-        Ok(E164(canonical))
+        Ok(E164 {
+            number: canonical,
+            region: Some(region_of(&number)),
+        })
     }
 
     /// Wraps a number read back from our own (decrypted) storage without re-validating it:
     /// numbering plans change, and a number we accepted yesterday must still load today.
     pub fn from_trusted(s: String) -> Self {
-        E164(s)
+        E164 {
+            number: s,
+            region: None,
+        }
     }
 
     /// The full canonical number. Use only to seal it for storage or hand it to a provider;
     /// everything meant for people or logs takes [`E164::masked`].
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.number
     }
 
     /// The full canonical number as an owned string; same caveat as [`E164::as_str`].
     pub fn into_string(self) -> String {
-        self.0
+        self.number
     }
 
     /// The number with its last four digits replaced by `*`.
     pub fn masked(&self) -> String {
-        mask_phone(&self.0)
+        mask_phone(&self.number)
     }
 
     /// The ITU country calling code, e.g. `1` or `44`; `0` when the stored value does not
     /// start with a known code (only possible through [`E164::from_trusted`]).
     pub fn country_code(&self) -> u16 {
-        let digits = self.0.strip_prefix('+').unwrap_or(&self.0);
+        let digits = self.number.strip_prefix('+').unwrap_or(&self.number);
         // Country codes are prefix-free, so the first known 1-, 2- or 3-digit prefix is it.
         (1..=3)
             .filter_map(|len| digits.get(..len)?.parse::<u16>().ok())
@@ -96,7 +135,10 @@ impl E164 {
     /// The ISO 3166 region the number belongs to, e.g. `"US"` or `"GB"`; `None` for
     /// non-geographic numbers and numbers the metadata cannot place.
     pub fn region(&self) -> Option<String> {
-        let number = phonenumber::parse(None, &self.0).ok()?;
+        if let Some(known) = self.region {
+            return known.map(str::to_owned);
+        }
+        let number = phonenumber::parse(None, &self.number).ok()?;
         region_of(&number).map(str::to_owned)
     }
 }

@@ -201,7 +201,10 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
         }
         let key = (msg.app_id.clone(), msg.test_mode);
         if !providers.contains_key(&key) {
-            let p = w.routes.resolve(&msg.app_id, msg.test_mode).await?;
+            let p = w
+                .routes
+                .resolve(&msg.tenant_id, &msg.app_id, msg.test_mode)
+                .await?;
             providers.insert(key.clone(), p);
         }
         match &providers[&key] {
@@ -351,7 +354,7 @@ async fn last_check(
             } else {
                 standings
                     .get(&w.store.phone_index(&m.to))
-                    .map(|s| s.standing(Some(m.channel)))
+                    .map(|s| s.standing(m.channel))
                     .unwrap_or_default()
             };
             let outgoing = Outgoing {

@@ -16,6 +16,7 @@ pub mod breaker;
 pub mod control;
 pub mod dispatch;
 pub mod keywords;
+pub mod reads;
 pub mod recorder;
 pub mod routing;
 
@@ -30,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 pub use accept::{AcceptOutcome, AcceptRequest, Charge, IdempotencyInput};
 pub use board::Board;
+pub use reads::GuardRead;
 pub use control::{Control, PauseTarget};
 pub use routing::Routes;
 
@@ -43,6 +45,9 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error("the pipeline is shutting down")]
     ShuttingDown,
+    /// A batched read failed (the cause was logged once for the batch).
+    #[error("reading the guard's inputs failed: {0}")]
+    Read(String),
 }
 
 /// Tuning of the pipeline.
@@ -127,6 +132,7 @@ pub struct Pipeline {
     events: Arc<Notify>,
     board: Arc<Board>,
     control: Arc<Control>,
+    readers: reads::Readers,
 }
 
 impl Pipeline {
@@ -153,6 +159,7 @@ impl Pipeline {
             work.clone(),
         ));
         let committer = accept::CommitterHandle::spawn(&store, &config, work.clone(), &tasks);
+        let readers = reads::Readers::spawn(&store, &tasks);
         let recorder_stop = CancellationToken::new();
         let recorder = tokio::spawn(recorder::run(
             store.clone(),
@@ -189,6 +196,7 @@ impl Pipeline {
             events,
             board,
             control,
+            readers,
         }))
     }
 
@@ -226,6 +234,15 @@ impl Pipeline {
             .await
     }
 
+    /// Reads what the guard needs for one message, batched with concurrent requests (see
+    /// [`reads`]).
+    pub async fn guard_read(
+        &self,
+        req: GuardRead,
+    ) -> Result<portcullis_store::policy::GuardSnapshot, PipelineError> {
+        self.readers.read(req).await
+    }
+
     /// Records policy events (a refusal) through the batched committer.
     pub async fn record_policy_events(
         &self,
@@ -241,6 +258,7 @@ impl Pipeline {
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         self.committer.close();
+        self.readers.close();
         self.routes.close();
         self.tasks.close();
         self.tasks.wait().await;

@@ -1,6 +1,9 @@
 //! Apps: a tenant's sending applications, with their senders, allowed purposes, limits
 //! and ordered provider route.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
+
 use portcullis_domain::{AppId, ConnectionId, PurposeSet, TenantId, policy};
 
 use crate::tenants::TenantSettings;
@@ -118,7 +121,7 @@ impl App {
             let mut regions: Vec<String> = self
                 .senders
                 .iter()
-                .filter_map(|s| portcullis_domain::E164::parse(s).ok()?.region())
+                .filter_map(|s| sender_region(s))
                 .collect();
             regions.sort();
             regions.dedup();
@@ -154,6 +157,26 @@ impl App {
             opt_out_footer: p.opt_out_footer.then(|| p.opt_out_footer_text.clone()),
         }
     }
+}
+
+/// The region of a sender number (`None` for alphanumeric senders), remembered: the
+/// guard asks on every request, parsing a number costs tens of microseconds, and the set of
+/// senders is small.
+fn sender_region(sender: &str) -> Option<String> {
+    static KNOWN: LazyLock<RwLock<HashMap<String, Option<String>>>> =
+        LazyLock::new(|| RwLock::new(HashMap::new()));
+    if let Some(region) = KNOWN.read().unwrap_or_else(|p| p.into_inner()).get(sender) {
+        return region.clone();
+    }
+    let region = portcullis_domain::E164::parse(sender)
+        .ok()
+        .and_then(|n| n.region());
+    let mut known = KNOWN.write().unwrap_or_else(|p| p.into_inner());
+    // Bounded, whatever is stored in the apps table.
+    if known.len() < 100_000 {
+        known.insert(sender.to_owned(), region.clone());
+    }
+    region
 }
 
 #[derive(sqlx::FromRow)]

@@ -10,7 +10,7 @@ use portcullis_domain::policy::{Counters, Standing};
 use portcullis_domain::quota::QuotaUsage;
 use sqlx::QueryBuilder;
 
-use crate::guard::{CounterKeys, CounterValues};
+use crate::guard::{Counter, CounterKeys, CounterValues};
 use crate::{
     Cursor, Page, Store, StoreError, Tx, found, now_ms, on_pool, on_tx, paginate, push_cursor,
 };
@@ -86,22 +86,18 @@ pub struct PolicyEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecipientState {
     pub suppressed: bool,
-    /// Consent scopes on record: for one channel (`transactional`, `marketing`) from
-    /// [`Store::guard_snapshot`]; as `channel:scope` from [`Store::standings_among`].
+    /// Consent scopes on record, as `channel:scope` (`sms:marketing`).
     pub consent_scopes: Vec<String>,
 }
 
 impl RecipientState {
     /// The domain's view, for one channel.
-    pub fn standing(&self, channel: Option<Channel>) -> Standing {
+    pub fn standing(&self, channel: Channel) -> Standing {
         let has = |scope: &str| {
-            self.consent_scopes.iter().any(|s| match channel {
-                None => s == scope,
-                Some(ch) => {
-                    s.strip_prefix(ch.as_str())
-                        .and_then(|r| r.strip_prefix(':'))
-                        == Some(scope)
-                }
+            self.consent_scopes.iter().any(|s| {
+                s.strip_prefix(channel.as_str())
+                    .and_then(|r| r.strip_prefix(':'))
+                    == Some(scope)
             })
         };
         Standing {
@@ -112,7 +108,16 @@ impl RecipientState {
     }
 }
 
-/// What [`Store::guard_snapshot`] read.
+/// What [`Store::guard_snapshots`] read, keyed by blind index (recipients) and counter key.
+#[derive(Debug, Clone, Default)]
+pub struct GuardSnapshots {
+    pub recipients: HashMap<String, RecipientState>,
+    /// Non-essential messages today, for the recipients that were counted.
+    pub today: HashMap<String, u32>,
+    pub counters: CounterValues,
+}
+
+/// What the guard knows before accepting one message.
 #[derive(Debug, Clone, Default)]
 pub struct GuardSnapshot {
     pub recipient: RecipientState,
@@ -385,59 +390,76 @@ impl Store {
         found(n)
     }
 
-    /// Everything the guard reads before accepting a message, in one round trip: the
-    /// recipient's suppression and consents, today's non-essential messages to them (only
-    /// when `count_recipient`: it is the one part that scans rows), and the app's counters.
-    pub async fn guard_snapshot(
+    /// Everything the guard reads before accepting messages of one app, for many messages
+    /// in one round trip: each recipient's suppression and consents, today's non-essential
+    /// messages to those recipients that need counting (`count_since`: the scan of the
+    /// batch), and the app's counters. Keyed by blind index.
+    pub async fn guard_snapshots(
         &self,
         app: &AppId,
-        phone: &E164,
-        channel: Channel,
-        keys: &CounterKeys,
-        count_recipient: bool,
-    ) -> Result<GuardSnapshot, StoreError> {
-        let index = self.phone_index(phone);
-        let counters = keys.read_set();
-        let rows: Vec<(String, Option<String>, i64)> = on_pool!(self.db.read(), |p| {
+        recipients: &[(&E164, bool)],
+        count_since: i64,
+        counters: &[&Counter],
+    ) -> Result<GuardSnapshots, StoreError> {
+        let indexes: Vec<String> = recipients.iter().map(|(p, _)| self.phone_index(p)).collect();
+        let counted: Vec<&str> = indexes
+            .iter()
+            .zip(recipients)
+            .filter(|(_, (_, count))| *count)
+            .map(|(ix, _)| ix.as_str())
+            .collect();
+        let rows: Vec<(String, String, Option<String>, i64)> = on_pool!(self.db.read(), |p| {
             let mut qb = QueryBuilder::new(
-                "SELECT 'suppressed', NULL, CAST(0 AS BIGINT) FROM suppressions WHERE app_id = ",
+                "SELECT 'suppressed', phone_index, NULL, CAST(0 AS BIGINT) FROM suppressions WHERE app_id = ",
             );
-            qb.push_bind(app.as_str())
-                .push(" AND phone_index = ")
-                .push_bind(index.as_str());
-            qb.push(" UNION ALL SELECT 'consent', scope, CAST(0 AS BIGINT) FROM consents WHERE app_id = ")
-                .push_bind(app.as_str())
-                .push(" AND phone_index = ")
-                .push_bind(index.as_str())
-                .push(" AND channel = ")
-                .push_bind(channel.as_str())
-                .push(" AND revoked_at IS NULL");
-            if count_recipient {
-                qb.push(
-                    " UNION ALL SELECT 'recipient', NULL, COUNT(*) FROM messages WHERE app_id = ",
-                )
-                .push_bind(app.as_str())
-                .push(" AND recipient_index = ")
-                .push_bind(index.as_str())
-                .push(" AND created_at >= ")
-                .push_bind(keys.day_start)
-                .push(" AND purpose IN ('notification', 'support', 'marketing')");
-            }
-            qb.push(" UNION ALL SELECT 'usage', key, count FROM usage_counters WHERE key IN (");
+            qb.push_bind(app.as_str()).push(" AND phone_index IN (");
             let mut sep = qb.separated(", ");
-            for c in counters {
-                sep.push_bind(c.key.as_str());
+            for ix in &indexes {
+                sep.push_bind(ix.as_str());
+            }
+            qb.push(") UNION ALL SELECT 'consent', phone_index, channel || ':' || scope, CAST(0 AS BIGINT) FROM consents WHERE app_id = ")
+                .push_bind(app.as_str())
+                .push(" AND revoked_at IS NULL AND phone_index IN (");
+            let mut sep = qb.separated(", ");
+            for ix in &indexes {
+                sep.push_bind(ix.as_str());
             }
             qb.push(")");
+            if !counted.is_empty() {
+                qb.push(" UNION ALL SELECT 'recipient', recipient_index, NULL, COUNT(*) FROM messages WHERE app_id = ")
+                    .push_bind(app.as_str())
+                    .push(" AND created_at >= ")
+                    .push_bind(count_since)
+                    .push(" AND purpose IN ('notification', 'support', 'marketing') AND recipient_index IN (");
+                let mut sep = qb.separated(", ");
+                for ix in &counted {
+                    sep.push_bind(*ix);
+                }
+                qb.push(") GROUP BY recipient_index");
+            }
+            if !counters.is_empty() {
+                qb.push(" UNION ALL SELECT 'usage', key, NULL, count FROM usage_counters WHERE key IN (");
+                let mut sep = qb.separated(", ");
+                for c in counters {
+                    sep.push_bind(c.key.as_str());
+                }
+                qb.push(")");
+            }
             qb.build_query_as().fetch_all(p).await
         })?;
-        let mut snap = GuardSnapshot::default();
-        for (kind, text, n) in rows {
-            match (kind.as_str(), text) {
-                ("suppressed", _) => snap.recipient.suppressed = true,
-                ("consent", Some(scope)) => snap.recipient.consent_scopes.push(scope),
-                ("recipient", _) => snap.recipient_today = u32::try_from(n).unwrap_or(u32::MAX),
-                ("usage", Some(key)) => {
+        let mut snap = GuardSnapshots::default();
+        for (kind, key, text, n) in rows {
+            match kind.as_str() {
+                "suppressed" => snap.recipients.entry(key).or_default().suppressed = true,
+                "consent" => {
+                    if let Some(scope) = text {
+                        snap.recipients.entry(key).or_default().consent_scopes.push(scope);
+                    }
+                }
+                "recipient" => {
+                    snap.today.insert(key, u32::try_from(n).unwrap_or(u32::MAX));
+                }
+                "usage" => {
                     snap.counters.insert(key, n);
                 }
                 _ => {}

@@ -405,6 +405,7 @@ mod guarded {
     use portcullis_domain::quiet_hours::QuietRules;
     use portcullis_domain::risk::RiskPrefixes;
     use portcullis_store::guard::CounterKeys;
+    use portcullis_pipeline::GuardRead;
     use portcullis_store::policy::GuardSnapshot;
 
     use super::*;
@@ -429,16 +430,21 @@ mod guarded {
         let info = segment_info(&text);
         let keys = CounterKeys::new(&auth.tenant_id, &auth.app_id, &tenant, now);
         let snapshot = if pause.is_some() {
-            // Refused whatever the rest says: no need to read it.
-            GuardSnapshot::default()
-        } else {
-            let count_recipient = policy.recipient_daily_cap.is_some() && !purpose.is_essential();
-            state
-                .store
-                .guard_snapshot(&auth.app_id, to, channel, &keys, count_recipient)
-                .await?
-        };
-        let outgoing = Outgoing {
+        // Refused whatever the rest says: no need to read it.
+        GuardSnapshot::default()
+    } else {
+        state
+            .pipeline
+            .guard_read(GuardRead {
+                app: auth.app_id.clone(),
+                to: to.clone(),
+                channel,
+                count_recipient: policy.recipient_daily_cap.is_some() && !purpose.is_essential(),
+                keys: keys.clone(),
+            })
+            .await?
+    };
+    let outgoing = Outgoing {
             purpose,
             channel,
             to,
@@ -450,7 +456,7 @@ mod guarded {
             &outgoing,
             &Inputs {
                 policy: &policy,
-                standing: &snapshot.recipient.standing(None),
+                standing: &snapshot.recipient.standing(channel),
                 counters: &snapshot.counters(&keys),
                 pause: pause.as_ref(),
                 rules: QuietRules::builtin(),
