@@ -201,7 +201,10 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
         }
         let key = (msg.app_id.clone(), msg.test_mode);
         if !providers.contains_key(&key) {
-            let p = w.routes.resolve(&msg.app_id, msg.test_mode).await?;
+            let p = w
+                .routes
+                .resolve(&msg.tenant_id, &msg.app_id, msg.test_mode)
+                .await?;
             providers.insert(key.clone(), p);
         }
         match &providers[&key] {

@@ -31,8 +31,8 @@ use tokio_util::task::TaskTracker;
 
 pub use accept::{AcceptOutcome, AcceptRequest, Charge, IdempotencyInput};
 pub use board::Board;
-pub use reads::GuardRead;
 pub use control::{Control, PauseTarget};
+pub use reads::GuardRead;
 pub use routing::Routes;
 
 /// The queue the send jobs live in.
@@ -74,6 +74,9 @@ pub struct PipelineConfig {
     pub simulator: SimulatorConfig,
     /// The failure-storm breaker's thresholds.
     pub breaker: breaker::BreakerConfig,
+    /// The base URL providers call back (`PORTCULLIS_PUBLIC_URL`): Twilio is told to send
+    /// status callbacks to `{public_url}/providers/twilio/{connection}/status`.
+    pub public_url: String,
 }
 
 impl Default for PipelineConfig {
@@ -91,6 +94,7 @@ impl Default for PipelineConfig {
             poll_interval: Duration::from_millis(500),
             simulator: SimulatorConfig::default(),
             breaker: breaker::BreakerConfig::default(),
+            public_url: "http://127.0.0.1:8080".to_owned(),
         }
     }
 }
@@ -182,6 +186,7 @@ impl Pipeline {
                 owner: format!("{}-{n}", std::process::id()),
             }));
         }
+        routes.load_connections().await?;
         routes.resume().await?;
 
         Ok(Arc::new(Pipeline {

@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use portcullis_domain::{AppId, Channel, E164};
+use portcullis_store::Store;
 use portcullis_store::guard::{Counter, CounterKeys};
 use portcullis_store::policy::GuardSnapshot;
-use portcullis_store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
@@ -86,7 +86,10 @@ async fn run(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(GuardRead,
         metrics::histogram!("portcullis_guard_read_batch_size").record(batch.len() as f64);
         let mut by_app: HashMap<AppId, Vec<(GuardRead, Reply)>> = HashMap::new();
         for (req, reply) in batch.drain(..) {
-            by_app.entry(req.app.clone()).or_default().push((req, reply));
+            by_app
+                .entry(req.app.clone())
+                .or_default()
+                .push((req, reply));
         }
         for (app, group) in by_app {
             answer(&store, &app, group).await;
@@ -102,10 +105,7 @@ async fn answer(store: &Store, app: &AppId, group: Vec<(GuardRead, Reply)>) {
     // Requests of one batch may straddle a minute or a day: read every key any of them
     // needs, and count from the earliest day start (a recipient's count can then include
     // a message from just before midnight, erring on the side of the recipient).
-    let mut counters: Vec<&Counter> = group
-        .iter()
-        .flat_map(|(r, _)| r.keys.read_set())
-        .collect();
+    let mut counters: Vec<&Counter> = group.iter().flat_map(|(r, _)| r.keys.read_set()).collect();
     counters.sort_by(|a, b| a.key.cmp(&b.key));
     counters.dedup_by(|a, b| a.key == b.key);
     let since = group

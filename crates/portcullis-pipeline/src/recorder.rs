@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use portcullis_domain::{EventId, EventType, InboundId, TenantId};
+use portcullis_providers::simulator::BUILTIN_CONNECTION_ID;
 use portcullis_providers::{Ack, InboundEvent, ProviderEvent};
 use portcullis_store::apps::App;
 use portcullis_store::events::NewEvent;
@@ -158,12 +159,57 @@ async fn resolve_inbound(
     store: &Store,
     m: &InboundEvent,
 ) -> Result<Option<(InboundMessage, App)>, StoreError> {
+    // A connection a tenant owns speaks for that tenant only: what arrives on it may reach
+    // that tenant's apps and no other, so one tenant's provider credentials can never
+    // forge another tenant's STOP. Platform connections (and the built-in simulator,
+    // whose injections name their app) serve every tenant.
+    let owner: Option<TenantId> = if m.connection_id.as_str() == BUILTIN_CONNECTION_ID {
+        None
+    } else {
+        match store.connection(&m.connection_id).await {
+            Ok(conn) => conn.tenant_id,
+            Err(StoreError::NotFound) => {
+                tracing::warn!(
+                    target: "security",
+                    connection = %m.connection_id,
+                    "inbound message from a connection that does not exist; not stored"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let app = match &m.app_id {
-        Some(app) => apps::get_any_tenant(&store.db, app).await?,
+        Some(app) => {
+            let app = apps::get_any_tenant(&store.db, app).await?;
+            if owner.as_ref().is_some_and(|t| *t != app.tenant_id) {
+                metrics::counter!("portcullis_security_events_total", "kind" => "tenant_inbound_refused")
+                    .increment(1);
+                tracing::warn!(
+                    target: "security",
+                    connection = %m.connection_id,
+                    app = %app.id,
+                    "inbound message for another tenant's app on a tenant's own connection; not stored"
+                );
+                return Ok(None);
+            }
+            app
+        }
         None => {
-            let mut candidates = apps::find_by_sender(&store.db, None::<&TenantId>, &m.to).await?;
+            let mut candidates = apps::find_by_sender(&store.db, owner.as_ref(), &m.to).await?;
             match candidates.len() {
                 1 => candidates.remove(0),
+                0 if owner.is_some() => {
+                    metrics::counter!("portcullis_security_events_total", "kind" => "tenant_inbound_refused")
+                        .increment(1);
+                    tracing::warn!(
+                        target: "security",
+                        connection = %m.connection_id,
+                        to = %portcullis_domain::mask_phone(&m.to),
+                        "inbound message to a number no app of the connection's tenant sends from; not stored"
+                    );
+                    return Ok(None);
+                }
                 _ => {
                     tracing::error!(
                         connection = %m.connection_id,

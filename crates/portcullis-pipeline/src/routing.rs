@@ -1,15 +1,25 @@
-//! Which provider sends a message: the loaded provider connections, the built-in
-//! simulator, and the rules that pick among them.
+//! Which provider sends a message: the provider connections loaded from the store, the
+//! built-in simulator, and the rules that pick among them.
+//!
+//! Stored connections of a type this build drives (Twilio) are built at start-up and, for
+//! a connection created while the server runs (`portcullis connections create`), the first
+//! time a route names it. Its configuration is opened only to build the provider.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use portcullis_domain::{AppId, ConnectionId};
+use portcullis_domain::{AppId, ConnectionId, TenantId};
+use portcullis_providers::factory::ProviderFactory;
 use portcullis_providers::simulator::{BUILTIN_CONNECTION_ID, Simulator};
 use portcullis_providers::{EventSink, Provider};
 use portcullis_store::{Store, StoreError};
 
 use crate::{PipelineConfig, PipelineError};
+
+/// How long a connection that could not be loaded (unknown, a type this build does not
+/// drive, an unusable configuration) is left alone before it is looked up again.
+const UNLOADABLE_RETRY: Duration = Duration::from_secs(30);
 
 /// Why no provider could be chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,12 +28,22 @@ pub enum NoRoute {
     Unrouted,
 }
 
+/// A running provider and the tenant whose own connection it is (`None`: platform-wide).
+#[derive(Clone)]
+struct Loaded {
+    provider: Arc<dyn Provider>,
+    owner: Option<TenantId>,
+}
+
 /// The provider registry.
 pub struct Routes {
     store: Store,
     dev_mode: bool,
     simulator: Arc<dyn Provider>,
-    providers: RwLock<HashMap<ConnectionId, Arc<dyn Provider>>>,
+    factory: ProviderFactory,
+    providers: RwLock<HashMap<ConnectionId, Loaded>>,
+    /// Connections that could not be loaded, and when that was last tried.
+    unloadable: Mutex<HashMap<ConnectionId, Instant>>,
     sink: RwLock<Option<EventSink>>,
 }
 
@@ -45,9 +65,108 @@ impl Routes {
             store,
             dev_mode: config.dev_mode,
             simulator: Arc::new(simulator),
+            factory: ProviderFactory::new(config.public_url.clone()),
             providers: RwLock::new(HashMap::new()),
+            unloadable: Mutex::new(HashMap::new()),
             sink: RwLock::new(Some(sink)),
         })
+    }
+
+    /// Builds a provider for every stored connection of a type this build drives. A
+    /// connection that cannot be built is logged and skipped: one bad configuration must
+    /// not keep the gateway from starting.
+    pub(crate) async fn load_connections(&self) -> Result<(), PipelineError> {
+        for conn in self.store.list_connections().await? {
+            if ProviderFactory::drives(&conn.kind) {
+                self.load(&conn.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The running provider of a stored connection, built now if it is not yet.
+    async fn loaded(&self, id: &ConnectionId) -> Result<Option<Loaded>, StoreError> {
+        let known = self
+            .providers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        match known {
+            Some(l) => Ok(Some(l)),
+            None => self.load(id).await,
+        }
+    }
+
+    /// Opens a stored connection's configuration and builds its provider.
+    async fn load(&self, id: &ConnectionId) -> Result<Option<Loaded>, StoreError> {
+        {
+            let mut unloadable = self.unloadable.lock().unwrap_or_else(|p| p.into_inner());
+            match unloadable.get(id) {
+                Some(at) if at.elapsed() < UNLOADABLE_RETRY => return Ok(None),
+                Some(_) => {
+                    unloadable.remove(id);
+                }
+                None => {}
+            }
+        }
+        let (conn, config) = match self.store.connection_with_config(id).await {
+            Ok(found) => found,
+            Err(StoreError::NotFound) => {
+                tracing::warn!(connection = %id, "a route names a connection that does not exist");
+                self.mark_unloadable(id);
+                return Ok(None);
+            }
+            // Sealed under a key this process does not hold, or damaged: not usable, and
+            // not worth failing every round for.
+            Err(e @ StoreError::Corrupt(_)) => {
+                tracing::error!(connection = %id, error = %e, "provider connection cannot be opened");
+                self.mark_unloadable(id);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let built = self.factory.build(conn.id.clone(), &conn.kind, &config);
+        drop(config);
+        match built {
+            Ok(Some(provider)) => {
+                let loaded = Loaded {
+                    provider,
+                    owner: conn.tenant_id.clone(),
+                };
+                // Two workers may build the same connection at once: the first one stays.
+                let loaded = self
+                    .providers
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(conn.id.clone())
+                    .or_insert(loaded)
+                    .clone();
+                tracing::info!(connection = %conn.id, kind = %conn.kind, "provider connection loaded");
+                Ok(Some(loaded))
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    connection = %conn.id,
+                    kind = %conn.kind,
+                    "a route names a connection of a type this build does not drive"
+                );
+                self.mark_unloadable(id);
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::error!(connection = %conn.id, kind = %conn.kind, error = %e, "provider connection cannot be used");
+                self.mark_unloadable(id);
+                Ok(None)
+            }
+        }
+    }
+
+    fn mark_unloadable(&self, id: &ConnectionId) {
+        self.unloadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), Instant::now());
     }
 
     /// The sink providers report receipts and inbound messages to (None after shutdown).
@@ -55,12 +174,18 @@ impl Routes {
         self.sink.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Registers a running provider connection.
+    /// Registers a running, platform-wide provider connection.
     pub fn register(&self, provider: Arc<dyn Provider>) {
         self.providers
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(provider.connection_id().clone(), provider);
+            .insert(
+                provider.connection_id().clone(),
+                Loaded {
+                    provider,
+                    owner: None,
+                },
+            );
     }
 
     /// The built-in simulator.
@@ -68,9 +193,12 @@ impl Routes {
         &self.simulator
     }
 
-    /// The provider for a message of `app`. Test-mode messages always go to the simulator.
+    /// The provider for a message of `app` (of `tenant`). Test-mode messages always go to
+    /// the simulator. A connection a tenant owns carries that tenant's messages only: a
+    /// route entry owned by another tenant is skipped.
     pub async fn resolve(
         &self,
+        tenant: &TenantId,
         app: &AppId,
         test_mode: bool,
     ) -> Result<Result<Arc<dyn Provider>, NoRoute>, StoreError> {
@@ -78,14 +206,23 @@ impl Routes {
             return Ok(Ok(self.simulator.clone()));
         }
         let route = portcullis_store::apps::route(&self.store.db, app).await?;
-        let providers = self.providers.read().unwrap_or_else(|p| p.into_inner());
         for conn in &route {
             if conn.as_str() == BUILTIN_CONNECTION_ID {
                 return Ok(Ok(self.simulator.clone()));
             }
-            if let Some(p) = providers.get(conn) {
-                return Ok(Ok(p.clone()));
+            let Some(loaded) = self.loaded(conn).await? else {
+                continue;
+            };
+            if loaded.owner.as_ref().is_some_and(|owner| owner != tenant) {
+                tracing::warn!(
+                    target: "security",
+                    connection = %conn,
+                    app = %app,
+                    "a route names another tenant's own connection; skipped"
+                );
+                continue;
             }
+            return Ok(Ok(loaded.provider));
         }
         if route.is_empty() && self.dev_mode {
             return Ok(Ok(self.simulator.clone()));
@@ -111,7 +248,7 @@ impl Routes {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .cloned()
+            .map(|l| l.provider.clone())
             .collect();
         for p in providers {
             let awaiting = self.store.awaiting_receipt(p.connection_id()).await?;

@@ -1,6 +1,7 @@
 //! Portcullis provider adapters: the [`Provider`] trait every carrier integration
-//! implements, the events providers report back ([`ProviderEvent`]), and the built-in
-//! [`simulator`].
+//! implements, the events providers report back ([`ProviderEvent`]), the built-in
+//! [`simulator`], [`twilio`], and the [`factory`] that builds providers for stored
+//! connections.
 //!
 //! A provider knows nothing of the database. It is handed an [`OutboundMessage`], answers
 //! with the provider's reference or a [`ProviderError`] that says whether a retry can help,
@@ -8,7 +9,9 @@
 //! records those durably; an event that needs an acknowledgement towards the provider (an
 //! SMPP `deliver_sm_resp`) carries an [`Ack`] that is fired only after the commit.
 
+pub mod factory;
 pub mod simulator;
+pub mod twilio;
 
 use async_trait::async_trait;
 use portcullis_domain::{AppId, Channel, ConnectionId, E164, Encoding, MessageId, MessageStatus};

@@ -84,6 +84,19 @@ impl Store {
         Ok(rows.iter().map(ConnectionRow::public).collect())
     }
 
+    /// A connection without its configuration: its type and the tenant that owns it.
+    pub async fn connection(&self, id: &ConnectionId) -> Result<Connection, StoreError> {
+        let row: Option<ConnectionRow> = on_pool!(self.db.read(), |p| {
+            sqlx::query_as(
+            "SELECT id, tenant_id, kind, name, config_sealed, created_at FROM connections WHERE id = $1"
+        )
+        .bind(id.as_str())
+        .fetch_optional(p)
+        .await
+        })?;
+        row.map(|r| r.public()).ok_or(StoreError::NotFound)
+    }
+
     /// A connection with its opened configuration, for the process that drives it.
     pub async fn connection_with_config(
         &self,

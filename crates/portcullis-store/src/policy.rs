@@ -401,7 +401,10 @@ impl Store {
         count_since: i64,
         counters: &[&Counter],
     ) -> Result<GuardSnapshots, StoreError> {
-        let indexes: Vec<String> = recipients.iter().map(|(p, _)| self.phone_index(p)).collect();
+        let indexes: Vec<String> = recipients
+            .iter()
+            .map(|(p, _)| self.phone_index(p))
+            .collect();
         let counted: Vec<&str> = indexes
             .iter()
             .zip(recipients)
@@ -453,7 +456,11 @@ impl Store {
                 "suppressed" => snap.recipients.entry(key).or_default().suppressed = true,
                 "consent" => {
                     if let Some(scope) = text {
-                        snap.recipients.entry(key).or_default().consent_scopes.push(scope);
+                        snap.recipients
+                            .entry(key)
+                            .or_default()
+                            .consent_scopes
+                            .push(scope);
                     }
                 }
                 "recipient" => {

@@ -1211,6 +1211,11 @@ async fn connections_cmd(config: &Config, cmd: ConnectionsCmd) -> Result<()> {
             if !value.is_object() {
                 bail!("{} must hold a JSON object", config_file.display());
             }
+            // Checked now rather than at the first send; the error names fields, not values.
+            if kind == portcullis_providers::twilio::KIND {
+                portcullis_providers::twilio::TwilioConfig::from_json(&value)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", config_file.display()))?;
+            }
             let tenant = tenant
                 .map(|t| {
                     TenantId::parse(&t).map_err(|_| anyhow::anyhow!("{t:?} is not a tenant id"))

@@ -32,6 +32,9 @@ pub struct Config {
     pub tls_reload_interval_ms: u64,
     /// A second, plain-HTTP listener; outside dev mode it refuses every request.
     pub listen_http: Option<String>,
+    /// The base URL providers call back (`https://gateway.example.com`, optionally with a
+    /// path prefix); default: the main listener's own URL.
+    pub public_url: Option<String>,
     /// CIDRs (comma-separated) whose forwarding headers are believed.
     pub trusted_proxies: Option<String>,
     pub metrics_token: Option<String>,
@@ -98,6 +101,7 @@ impl Default for Config {
             tls_client_ca_file: None,
             tls_reload_interval_ms: 5_000,
             listen_http: None,
+            public_url: None,
             trusted_proxies: None,
             metrics_token: None,
             metrics_token_file: None,
@@ -172,6 +176,37 @@ impl Config {
         self.listen
             .clone()
             .unwrap_or_else(|| "127.0.0.1:8080".to_owned())
+    }
+
+    /// The base URL providers call back: `PORTCULLIS_PUBLIC_URL` without its trailing slash,
+    /// or else `listener_url` (the main listener's own URL). Kept as written, not
+    /// normalized: providers sign the URL exactly as they were given it.
+    pub fn public_url(&self, listener_url: &str) -> Result<String> {
+        let Some(raw) = self
+            .public_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        else {
+            return Ok(listener_url.to_owned());
+        };
+        let bad = |why: &str| {
+            anyhow::anyhow!(
+                "PORTCULLIS_PUBLIC_URL {why}: set it to the base URL providers reach this gateway at, \
+                 like https://gateway.example.com"
+            )
+        };
+        let url = url::Url::parse(raw).map_err(|_| bad("is not a URL"))?;
+        if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+            return Err(bad("must be an http(s) URL with a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("must not carry credentials"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("must not have a query or a fragment"));
+        }
+        Ok(raw.trim_end_matches('/').to_owned())
     }
 
     /// The trusted-proxy CIDRs (single addresses allowed).

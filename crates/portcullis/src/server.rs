@@ -99,9 +99,22 @@ impl Server {
             std::fs::create_dir_all(&config.data_dir)
                 .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         }
+        let addr = listener.local_addr()?;
+        let public_url = config.public_url(&format!(
+            "{}://{addr}",
+            if tls.is_some() { "https" } else { "http" }
+        ))?;
+        if config.public_url.is_none() && !config.dev {
+            tracing::warn!(
+                public_url = %public_url,
+                "PORTCULLIS_PUBLIC_URL is not set: providers are told to call back the listener's own \
+                 address, which they can reach only if it is public"
+            );
+        }
         let db = Db::connect(&url).await.context("opening the database")?;
         let store = Store::new(db.clone(), keyring);
         let pipeline_config = PipelineConfig {
+            public_url,
             dev_mode: config.dev,
             committers: match db.backend() {
                 portcullis_store::Backend::Sqlite => 1,
@@ -168,7 +181,6 @@ impl Server {
             shutdown: shutdown.clone(),
         };
         let app = portcullis_api::router(state);
-        let addr = listener.local_addr()?;
         let http_addr = match &http_listener {
             Some(l) => Some(l.local_addr()?),
             None => None,

@@ -404,8 +404,8 @@ mod guarded {
     use portcullis_domain::policy::{Inputs, Outgoing, Stage, decide};
     use portcullis_domain::quiet_hours::QuietRules;
     use portcullis_domain::risk::RiskPrefixes;
-    use portcullis_store::guard::CounterKeys;
     use portcullis_pipeline::GuardRead;
+    use portcullis_store::guard::CounterKeys;
     use portcullis_store::policy::GuardSnapshot;
 
     use super::*;
@@ -430,21 +430,22 @@ mod guarded {
         let info = segment_info(&text);
         let keys = CounterKeys::new(&auth.tenant_id, &auth.app_id, &tenant, now);
         let snapshot = if pause.is_some() {
-        // Refused whatever the rest says: no need to read it.
-        GuardSnapshot::default()
-    } else {
-        state
-            .pipeline
-            .guard_read(GuardRead {
-                app: auth.app_id.clone(),
-                to: to.clone(),
-                channel,
-                count_recipient: policy.recipient_daily_cap.is_some() && !purpose.is_essential(),
-                keys: keys.clone(),
-            })
-            .await?
-    };
-    let outgoing = Outgoing {
+            // Refused whatever the rest says: no need to read it.
+            GuardSnapshot::default()
+        } else {
+            state
+                .pipeline
+                .guard_read(GuardRead {
+                    app: auth.app_id.clone(),
+                    to: to.clone(),
+                    channel,
+                    count_recipient: policy.recipient_daily_cap.is_some()
+                        && !purpose.is_essential(),
+                    keys: keys.clone(),
+                })
+                .await?
+        };
+        let outgoing = Outgoing {
             purpose,
             channel,
             to,

@@ -10,11 +10,13 @@ pub mod keys;
 pub mod messages;
 pub mod oauth;
 pub mod policy;
+pub mod providers;
 pub mod realtime;
 pub mod reviews;
 pub mod webhooks;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::AppState;
@@ -77,4 +79,15 @@ pub fn router() -> Router<AppState> {
         .route("/v1/webhooks/{id}/recover", post(webhooks::recover))
         .route("/v1/realtime/tokens", post(realtime::create_token))
         .route("/v1/realtime", get(realtime::stream))
+        // Provider callbacks: authenticated by the provider's signature, not an API key.
+        .route(
+            "/providers/twilio/{conn_id}/status",
+            post(providers::twilio_status)
+                .layer(DefaultBodyLimit::max(providers::MAX_CALLBACK_BODY)),
+        )
+        .route(
+            "/providers/twilio/{conn_id}/inbound",
+            post(providers::twilio_inbound)
+                .layer(DefaultBodyLimit::max(providers::MAX_CALLBACK_BODY)),
+        )
 }

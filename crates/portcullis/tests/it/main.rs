@@ -18,4 +18,5 @@ mod openapi;
 mod policy;
 mod realtime;
 mod shared_limits;
+mod twilio;
 mod webhooks;
