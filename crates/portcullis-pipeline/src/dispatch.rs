@@ -346,7 +346,16 @@ async fn last_check(
             .filter(|m| !m.purpose.is_essential())
             .map(|m| &m.to)
             .collect();
-        let standings = w.store.standings_among(app_id, &phones).await?;
+        // The same read as acceptance's, without counts or counters.
+        let recipients: Vec<(&E164, bool)> = phones.iter().map(|p| (*p, false)).collect();
+        let standings = if recipients.is_empty() {
+            HashMap::new()
+        } else {
+            w.store
+                .guard_snapshots(app_id, &recipients, 0, &[])
+                .await?
+                .recipients
+        };
         let counters = Counters::default();
         for m in msgs {
             let standing = if m.purpose.is_essential() {

@@ -393,7 +393,8 @@ impl Store {
     /// Everything the guard reads before accepting messages of one app, for many messages
     /// in one round trip: each recipient's suppression and consents, today's non-essential
     /// messages to those recipients that need counting (`count_since`: the scan of the
-    /// batch), and the app's counters. Keyed by blind index.
+    /// batch), and the app's counters. Keyed by blind index. `recipients` must not be
+    /// empty.
     pub async fn guard_snapshots(
         &self,
         app: &AppId,
@@ -473,53 +474,6 @@ impl Store {
             }
         }
         Ok(snap)
-    }
-
-    /// Suppression and consent state of many recipients of one app: the send worker's
-    /// last check. Keyed by blind index.
-    pub async fn standings_among(
-        &self,
-        app: &AppId,
-        phones: &[&E164],
-    ) -> Result<HashMap<String, RecipientState>, StoreError> {
-        let mut out: HashMap<String, RecipientState> = HashMap::new();
-        if phones.is_empty() {
-            return Ok(out);
-        }
-        let indexes: Vec<String> = phones.iter().map(|p| self.phone_index(p)).collect();
-        let rows: Vec<(String, String, Option<String>, Option<String>)> = on_pool!(
-            self.db.read(),
-            |p| {
-                let mut qb = QueryBuilder::new(
-                    "SELECT phone_index, 'suppressed', NULL, NULL FROM suppressions WHERE app_id = ",
-                );
-                qb.push_bind(app.as_str()).push(" AND phone_index IN (");
-                let mut sep = qb.separated(", ");
-                for ix in &indexes {
-                    sep.push_bind(ix.as_str());
-                }
-                qb.push(") UNION ALL SELECT phone_index, 'consent', channel, scope FROM consents WHERE app_id = ")
-                    .push_bind(app.as_str())
-                    .push(" AND revoked_at IS NULL AND phone_index IN (");
-                let mut sep = qb.separated(", ");
-                for ix in &indexes {
-                    sep.push_bind(ix.as_str());
-                }
-                qb.push(")");
-                qb.build_query_as().fetch_all(p).await
-            }
-        )?;
-        for (index, kind, channel, scope) in rows {
-            let entry = out.entry(index).or_default();
-            match (kind.as_str(), channel, scope) {
-                ("suppressed", _, _) => entry.suppressed = true,
-                (_, Some(channel), Some(scope)) => {
-                    entry.consent_scopes.push(format!("{channel}:{scope}"))
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
     }
 
     /// Records policy events inside the caller's transaction.
