@@ -26,8 +26,10 @@ pub mod quiet_hours;
 pub mod quota;
 pub mod risk;
 pub mod role;
+pub mod route;
 pub mod sender;
 pub mod status;
+pub mod template;
 pub mod tz;
 
 pub use allowlist::{AllowlistError, IpAllowlist};
@@ -41,4 +43,4 @@ pub use phone::{E164, PhoneError, mask_phone};
 pub use purpose::{Purpose, PurposeSet};
 pub use role::Role;
 pub use sender::{SenderError, SenderId};
-pub use status::{Channel, MessageStatus};
+pub use status::{Channel, MessageStatus, Milestone};

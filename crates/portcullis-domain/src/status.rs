@@ -78,6 +78,56 @@ impl MessageStatus {
     }
 }
 
+/// What one entry of a message's history records: a step of its lifecycle, or that the
+/// recipient read it. A read is not a status (a read message stays `delivered`, and
+/// providers that report reads report them out of order), but it implies delivery: a `read`
+/// that arrives first moves a `sent` message to `delivered`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Milestone {
+    /// A step of the lifecycle.
+    Status(MessageStatus),
+    /// The recipient opened it (WhatsApp's `read` status).
+    Read,
+}
+
+impl Milestone {
+    /// The wire spelling: the status's own, or `read`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Milestone::Status(s) => s.as_str(),
+            Milestone::Read => "read",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(s: &str) -> Result<Self, crate::ParseEnumError> {
+        match s {
+            "read" => Ok(Milestone::Read),
+            other => MessageStatus::parse(other).map(Milestone::Status),
+        }
+    }
+
+    /// The status a message has at least reached when this is reported.
+    pub const fn status(self) -> MessageStatus {
+        match self {
+            Milestone::Status(s) => s,
+            Milestone::Read => MessageStatus::Delivered,
+        }
+    }
+}
+
+impl From<MessageStatus> for Milestone {
+    fn from(s: MessageStatus) -> Self {
+        Milestone::Status(s)
+    }
+}
+
+impl serde::Serialize for Milestone {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 string_enum! {
     /// The network a message travels on.
     pub enum Channel: "channel", "invalid_channel" {
@@ -92,6 +142,17 @@ string_enum! {
 mod tests {
     use super::MessageStatus::*;
     use super::*;
+
+    #[test]
+    fn a_read_is_a_milestone_that_implies_delivery() {
+        assert_eq!(Milestone::parse("read"), Ok(Milestone::Read));
+        assert_eq!(Milestone::parse("sent"), Ok(Milestone::Status(Sent)));
+        assert!(Milestone::parse("opened").is_err());
+        assert_eq!(Milestone::Read.status(), Delivered);
+        assert_eq!(Milestone::from(Failed).as_str(), "failed");
+        assert!(Sent.can_transition_to(Milestone::Read.status()));
+        assert!(!Delivered.can_transition_to(Milestone::Read.status()));
+    }
 
     #[test]
     fn names_round_trip() {

@@ -15,8 +15,8 @@ use portcullis_domain::policy::{
 };
 use portcullis_domain::quiet_hours::QuietRules;
 use portcullis_domain::risk::RiskPrefixes;
-use portcullis_domain::{AppId, E164, MessageId, MessageStatus, TenantId};
-use portcullis_providers::{OutboundMessage, Provider, ProviderError};
+use portcullis_domain::{AppId, Channel, ConnectionId, E164, MessageId, MessageStatus, TenantId};
+use portcullis_providers::{Accepted, OutboundMessage, Provider, ProviderError};
 use portcullis_queue::ClaimedJob;
 use portcullis_store::guard::{Counter, CounterKeys, add_usage};
 use portcullis_store::messages::{MessageRecord, SendOutcome};
@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::board::Board;
 use crate::control::{Control, PAUSED};
-use crate::routing::{NoRoute, Routes};
+use crate::health::Observed;
+use crate::routing::Routes;
 use crate::{PipelineConfig, SEND_QUEUE};
 
 /// The tenant and app of each message of a round.
@@ -145,7 +146,13 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
     let mut policy_events = Vec::new();
     let mut by_id: HashMap<MessageId, MessageRecord> =
         messages.into_iter().map(|m| (m.id.clone(), m)).collect();
-    let mut providers: HashMap<(AppId, bool), Result<Arc<dyn Provider>, NoRoute>> = HashMap::new();
+    type RouteKey = (AppId, bool, Channel, Option<String>);
+    let mut routes: HashMap<RouteKey, Arc<Vec<Arc<dyn Provider>>>> = HashMap::new();
+    // How many messages per (connection, sender) this round already sent back to wait
+    // for pacing, so they come back one interval apart instead of all at once.
+    let mut paced_ahead: HashMap<(ConnectionId, String), u32> = HashMap::new();
+    let mut failovers: Vec<SendOutcome> = Vec::new();
+    let mut retry_after: HashMap<MessageId, Duration> = HashMap::new();
     let mut sends = JoinSet::new();
     let mut outcomes: Vec<(ClaimedJob, Option<SendOutcome>)> = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -199,43 +206,65 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
             }
             _ => {}
         }
-        let key = (msg.app_id.clone(), msg.test_mode);
-        if !providers.contains_key(&key) {
-            let p = w
+        let country = msg.to.region();
+        let key = (
+            msg.app_id.clone(),
+            msg.test_mode,
+            msg.channel,
+            country.clone(),
+        );
+        if !routes.contains_key(&key) {
+            let candidates = w
                 .routes
-                .resolve(&msg.tenant_id, &msg.app_id, msg.test_mode)
+                .candidates(
+                    &msg.tenant_id,
+                    &msg.app_id,
+                    msg.test_mode,
+                    msg.channel,
+                    country.as_deref(),
+                )
                 .await?;
-            providers.insert(key.clone(), p);
+            routes.insert(key.clone(), Arc::new(candidates));
         }
-        match &providers[&key] {
-            Err(NoRoute::Unrouted) => outcomes.push((
+        let candidates = routes[&key].clone();
+        if candidates.is_empty() {
+            outcomes.push((
                 job,
                 Some(SendOutcome::Failed {
                     id,
                     connection_id: None,
                     code: "no_route".to_owned(),
-                    detail: "the app has no provider route".to_owned(),
+                    detail: format!(
+                        "no connection of the app's route carries {} to {}",
+                        msg.channel,
+                        country.as_deref().unwrap_or("this destination")
+                    ),
+                }),
+            ));
+            continue;
+        }
+        let sender = msg.from.clone().unwrap_or_default();
+        match usable(
+            &w.routes,
+            &w.board,
+            &candidates,
+            0,
+            &sender,
+            Some(&mut paced_ahead),
+            Instant::now(),
+        ) {
+            Err(wait) => outcomes.push((
+                job,
+                Some(SendOutcome::Deferred {
+                    id,
+                    status: MessageStatus::Queued,
+                    until: now + wait.after.as_millis() as i64,
+                    detail: wait.reason,
                 }),
             )),
-            Ok(provider) if w.board.connection_pause(provider.connection_id()).is_some() => {
-                // A connection resting after a failure storm: the message waits for it
-                // (failover to the next connection of the route is routing's job).
-                let reason = w
-                    .board
-                    .connection_pause(provider.connection_id())
-                    .unwrap_or_default();
-                outcomes.push((
-                    job,
-                    Some(SendOutcome::Deferred {
-                        id,
-                        status: MessageStatus::Queued,
-                        until: now + policy::PAUSED_RECHECK_SECONDS * 1000,
-                        detail: format!("connection paused: {reason}"),
-                    }),
-                ));
-            }
-            Ok(provider) => {
-                let provider = provider.clone();
+            Ok(first) => {
+                let board = w.board.clone();
+                let routes = w.routes.clone();
                 sends.spawn(async move {
                     let outbound = OutboundMessage {
                         id: msg.id.clone(),
@@ -245,23 +274,29 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
                         body: msg.body,
                         encoding: msg.encoding,
                         segments: msg.segments,
+                        template: msg.template,
                     };
-                    let started = Instant::now();
-                    let result = provider.send(&outbound).await;
-                    metrics::histogram!("portcullis_provider_send_seconds")
-                        .record(started.elapsed());
-                    (job, provider.connection_id().clone(), id, result)
+                    let sent = send_on_route(&routes, &board, &candidates, first, &outbound).await;
+                    (job, id, sent)
                 });
             }
         }
     }
     while let Some(joined) = sends.join_next().await {
-        let Ok((job, connection_id, id, result)) = joined else {
+        let Ok((job, id, sent)) = joined else {
             // A provider panicked; its job's lease will run out and it will be retried.
             tracing::error!("provider send task panicked");
             continue;
         };
-        let outcome = match result {
+        for (connection_id, detail) in sent.failed_over {
+            failovers.push(SendOutcome::FailedOver {
+                id: id.clone(),
+                connection_id,
+                detail,
+            });
+        }
+        let connection_id = sent.connection_id;
+        let outcome = match sent.result {
             Ok(accepted) => SendOutcome::Sent {
                 id,
                 connection_id,
@@ -273,25 +308,200 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
                 code,
                 detail,
             },
-            Err(ProviderError::Retryable { detail }) if job.is_last_attempt() => {
-                SendOutcome::Failed {
-                    id,
-                    connection_id: Some(connection_id),
-                    code: "retries_exhausted".to_owned(),
-                    detail,
-                }
-            }
-            Err(ProviderError::Retryable { detail }) => SendOutcome::Retry {
+            // The provider is working and asks for patience: the message waits without
+            // spending an attempt, and the connection is slowed (see `health`).
+            Err(e @ ProviderError::Throttled { .. }) => SendOutcome::Deferred {
+                id,
+                status: MessageStatus::Queued,
+                until: now_ms()
+                    + e.retry_after()
+                        .unwrap_or_default()
+                        .max(THROTTLE_WAIT)
+                        .as_millis() as i64,
+                detail: format!("{e} (connection {connection_id})"),
+            },
+            Err(e) if job.is_last_attempt() => SendOutcome::Failed {
                 id,
                 connection_id: Some(connection_id),
-                detail,
+                code: "retries_exhausted".to_owned(),
+                detail: e.to_string(),
             },
+            Err(e) => {
+                if let Some(after) = e.retry_after() {
+                    retry_after.insert(id.clone(), after);
+                }
+                SendOutcome::Retry {
+                    id,
+                    connection_id: Some(connection_id),
+                    detail: e.to_string(),
+                }
+            }
         };
         outcomes.push((job, Some(outcome)));
     }
     let handled = outcomes.len();
-    settle(w, outcomes, &policy_events, &owners).await?;
+    settle(
+        w,
+        outcomes,
+        &failovers,
+        &retry_after,
+        &policy_events,
+        &owners,
+    )
+    .await?;
     Ok(handled)
+}
+
+/// The shortest a throttled message waits before it is tried again.
+const THROTTLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Why no connection of a route can take a message now, and how long until one may.
+struct Wait {
+    after: Duration,
+    reason: String,
+}
+
+/// The first connection of `candidates`, from `from` on, that can take a message from
+/// `sender` now: not paused, its circuit not open, not throttled, and (when it paces
+/// senders) with a slot for this sender soon. `ahead` counts, per connection and sender,
+/// the messages of this round already sent back to wait for pacing; `None` while failing
+/// over inside a send, where a paced connection is simply passed over.
+fn usable(
+    routes: &Routes,
+    board: &Board,
+    candidates: &[Arc<dyn Provider>],
+    from: usize,
+    sender: &str,
+    mut ahead: Option<&mut HashMap<(ConnectionId, String), u32>>,
+    now: Instant,
+) -> Result<(usize, Duration), Wait> {
+    let mut soonest: Option<Wait> = None;
+    let mut note = |after: Duration, reason: String| {
+        if soonest.as_ref().is_none_or(|s| after < s.after) {
+            soonest = Some(Wait { after, reason });
+        }
+    };
+    for (i, p) in candidates.iter().enumerate().skip(from) {
+        let conn = p.connection_id();
+        if let Some(reason) = board.connection_pause(conn) {
+            note(
+                Duration::from_secs(policy::PAUSED_RECHECK_SECONDS as u64),
+                format!("connection {conn} paused: {reason}"),
+            );
+            continue;
+        }
+        let mut wait = Duration::ZERO;
+        if let Some(rate) = p.sender_rate() {
+            let key = (conn.clone(), sender.to_owned());
+            let queued = ahead
+                .as_ref()
+                .and_then(|a| a.get(&key))
+                .copied()
+                .unwrap_or(0);
+            match routes.pacer.reserve(conn, sender, rate, queued, now) {
+                Ok(w) => wait = w,
+                Err(at) => match ahead.as_mut() {
+                    // Pacing queues: the message waits for its sender's turn rather than
+                    // moving to a connection it was not meant for.
+                    Some(a) => {
+                        *a.entry(key).or_insert(0) += 1;
+                        return Err(Wait {
+                            after: at.saturating_duration_since(now),
+                            reason: format!("paced to {rate} messages/s per sender on {conn}"),
+                        });
+                    }
+                    None => continue,
+                },
+            }
+        }
+        match routes.health.admit(conn, now) {
+            Ok(()) => return Ok((i, wait)),
+            Err(u) => note(
+                u.until.saturating_duration_since(now),
+                format!("connection {conn}: {}", u.reason),
+            ),
+        }
+    }
+    Err(soonest.unwrap_or(Wait {
+        after: Duration::from_secs(1),
+        reason: "no connection of the route can take the message".to_owned(),
+    }))
+}
+
+/// What sending one message along its route came to.
+struct RouteSend {
+    connection_id: ConnectionId,
+    result: Result<Accepted, ProviderError>,
+    /// Connections that failed before the last one was tried, and why.
+    failed_over: Vec<(ConnectionId, String)>,
+}
+
+/// Sends on `candidates[first]` (after its pacing wait), and when that connection is
+/// failing or throttled moves on to the next usable one of the route, in the same round:
+/// failover costs the message no attempt and no backoff.
+async fn send_on_route(
+    routes: &Routes,
+    board: &Board,
+    candidates: &[Arc<dyn Provider>],
+    first: (usize, Duration),
+    msg: &OutboundMessage,
+) -> RouteSend {
+    let sender = msg.from.clone().unwrap_or_default();
+    let (mut i, mut wait) = first;
+    let mut failed_over = Vec::new();
+    loop {
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let provider = &candidates[i];
+        let conn = provider.connection_id().clone();
+        let started = Instant::now();
+        let result = provider.send(msg).await;
+        metrics::histogram!("portcullis_provider_send_seconds").record(started.elapsed());
+        let observed = match &result {
+            Ok(_) | Err(ProviderError::Permanent { .. }) => Observed::Answered,
+            Err(ProviderError::Throttled { retry_after, .. }) => Observed::Throttled(*retry_after),
+            Err(ProviderError::Unavailable { .. }) => Observed::Failed,
+        };
+        routes.health.observe(&conn, observed, Instant::now());
+        let Err(e) = &result else {
+            return RouteSend {
+                connection_id: conn,
+                result,
+                failed_over,
+            };
+        };
+        if !e.is_retryable() {
+            return RouteSend {
+                connection_id: conn,
+                result,
+                failed_over,
+            };
+        }
+        match usable(
+            routes,
+            board,
+            candidates,
+            i + 1,
+            &sender,
+            None,
+            Instant::now(),
+        ) {
+            Ok((next, next_wait)) => {
+                tracing::info!(connection = %conn, next = %candidates[next].connection_id(), message = %msg.id, "send failed; failing over");
+                metrics::counter!("portcullis_failovers_total", "connection" => conn.as_str().to_owned()).increment(1);
+                failed_over.push((conn, e.to_string()));
+                (i, wait) = (next, next_wait);
+            }
+            Err(_) => {
+                return RouteSend {
+                    connection_id: conn,
+                    result,
+                    failed_over,
+                };
+            }
+        }
+    }
 }
 
 /// Splits claimed jobs into those to send and those whose app is under a queue-stopping
@@ -411,22 +621,31 @@ fn event(m: &MessageRecord, kind: &str, code: &str, reason: &str) -> NewPolicyEv
 async fn settle(
     w: &Worker,
     outcomes: Vec<(ClaimedJob, Option<SendOutcome>)>,
+    failovers: &[SendOutcome],
+    retry_after: &HashMap<MessageId, Duration>,
     policy_events: &[NewPolicyEvent],
     owners: &Owners,
 ) -> Result<(), StoreError> {
     let now = now_ms();
     let mut tx = w.store.db.begin().await?;
-    let recorded: Vec<SendOutcome> = outcomes.iter().filter_map(|(_, o)| o.clone()).collect();
+    // The failed-over attempts first, so the history reads in the order things happened.
+    let recorded: Vec<SendOutcome> = failovers
+        .iter()
+        .cloned()
+        .chain(outcomes.iter().filter_map(|(_, o)| o.clone()))
+        .collect();
     let changes = w.store.record_outcomes(&mut tx, &recorded, now).await?;
     let mut done = Vec::new();
     for (job, outcome) in &outcomes {
         match outcome {
-            Some(SendOutcome::Retry { detail, .. }) => {
+            Some(SendOutcome::Retry { id, detail, .. }) => {
+                // The provider's own `Retry-After` when it is longer than our backoff.
                 let delay = portcullis_queue::backoff(
                     job.attempt,
                     w.config.backoff_base,
                     w.config.backoff_max,
-                );
+                )
+                .max(retry_after.get(id).copied().unwrap_or_default());
                 portcullis_queue::retry(&mut tx, job, now + delay.as_millis() as i64, detail)
                     .await?;
             }

@@ -5,6 +5,8 @@
 //!   the commit that holds it is durable.
 //! - [`dispatch`]: the send workers. They claim due jobs with a lease, move the messages to
 //!   `sending`, hand them to the routed provider and record what the provider said.
+//! - [`routing`] and [`health`]: which connection carries a message, in failover order,
+//!   past connections whose circuit is open or that asked to be slowed down.
 //! - [`recorder`]: records the receipts and inbound messages providers report, and only
 //!   then acknowledges them.
 //!
@@ -15,6 +17,7 @@ pub mod board;
 pub mod breaker;
 pub mod control;
 pub mod dispatch;
+pub mod health;
 pub mod keywords;
 pub mod reads;
 pub mod recorder;
@@ -74,6 +77,8 @@ pub struct PipelineConfig {
     pub simulator: SimulatorConfig,
     /// The failure-storm breaker's thresholds.
     pub breaker: breaker::BreakerConfig,
+    /// Each connection's circuit breaker (failover to the next connection of a route).
+    pub circuit: health::CircuitConfig,
     /// The base URL providers call back (`PORTCULLIS_PUBLIC_URL`): Twilio is told to send
     /// status callbacks to `{public_url}/providers/twilio/{connection}/status`.
     pub public_url: String,
@@ -94,6 +99,7 @@ impl Default for PipelineConfig {
             poll_interval: Duration::from_millis(500),
             simulator: SimulatorConfig::default(),
             breaker: breaker::BreakerConfig::default(),
+            circuit: health::CircuitConfig::default(),
             public_url: "http://127.0.0.1:8080".to_owned(),
         }
     }

@@ -9,24 +9,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use portcullis_domain::{AppId, ConnectionId, TenantId};
+use portcullis_domain::route;
+use portcullis_domain::{AppId, Channel, ConnectionId, TenantId};
 use portcullis_providers::factory::ProviderFactory;
+use portcullis_providers::ringcentral::{Secret, StateFuture, StateStore};
 use portcullis_providers::simulator::{BUILTIN_CONNECTION_ID, Simulator};
 use portcullis_providers::{EventSink, Provider};
 use portcullis_store::{Store, StoreError};
 
+use crate::health::{Health, Pacer};
 use crate::{PipelineConfig, PipelineError};
 
 /// How long a connection that could not be loaded (unknown, a type this build does not
 /// drive, an unusable configuration) is left alone before it is looked up again.
 const UNLOADABLE_RETRY: Duration = Duration::from_secs(30);
-
-/// Why no provider could be chosen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NoRoute {
-    /// The app has no route and is not in dev mode.
-    Unrouted,
-}
 
 /// A running provider and the tenant whose own connection it is (`None`: platform-wide).
 #[derive(Clone)]
@@ -45,6 +41,10 @@ pub struct Routes {
     /// Connections that could not be loaded, and when that was last tried.
     unloadable: Mutex<HashMap<ConnectionId, Instant>>,
     sink: RwLock<Option<EventSink>>,
+    /// Each connection's circuit and throttling, as this process's sends saw them.
+    pub(crate) health: Health,
+    /// Per-sender pacing (`sender_mps`).
+    pub(crate) pacer: Pacer,
 }
 
 impl Routes {
@@ -61,14 +61,18 @@ impl Routes {
         .map_err(|e| {
             PipelineError::Store(StoreError::Config(format!("simulator log file: {e}")))
         })?;
+        let factory = ProviderFactory::new(config.public_url.clone())
+            .with_state_store(Arc::new(StoredProviderState(store.clone())));
         Ok(Routes {
             store,
             dev_mode: config.dev_mode,
             simulator: Arc::new(simulator),
-            factory: ProviderFactory::new(config.public_url.clone()),
+            factory,
             providers: RwLock::new(HashMap::new()),
             unloadable: Mutex::new(HashMap::new()),
             sink: RwLock::new(Some(sink)),
+            health: Health::new(config.circuit),
+            pacer: Pacer::default(),
         })
     }
 
@@ -193,41 +197,50 @@ impl Routes {
         &self.simulator
     }
 
-    /// The provider for a message of `app` (of `tenant`). Test-mode messages always go to
+    /// The providers that may carry a message of `app` (of `tenant`) on `channel` to
+    /// `country`, in failover order; empty when none may. Test-mode messages always go to
     /// the simulator. A connection a tenant owns carries that tenant's messages only: a
-    /// route entry owned by another tenant is skipped.
-    pub async fn resolve(
+    /// route entry owned by another tenant is skipped, as is one that does not carry the
+    /// channel.
+    pub async fn candidates(
         &self,
         tenant: &TenantId,
         app: &AppId,
         test_mode: bool,
-    ) -> Result<Result<Arc<dyn Provider>, NoRoute>, StoreError> {
+        channel: Channel,
+        country: Option<&str>,
+    ) -> Result<Vec<Arc<dyn Provider>>, StoreError> {
         if test_mode {
-            return Ok(Ok(self.simulator.clone()));
+            return Ok(vec![self.simulator.clone()]);
         }
         let route = portcullis_store::apps::route(&self.store.db, app).await?;
-        for conn in &route {
-            if conn.as_str() == BUILTIN_CONNECTION_ID {
-                return Ok(Ok(self.simulator.clone()));
-            }
-            let Some(loaded) = self.loaded(conn).await? else {
-                continue;
-            };
-            if loaded.owner.as_ref().is_some_and(|owner| owner != tenant) {
-                tracing::warn!(
-                    target: "security",
-                    connection = %conn,
-                    app = %app,
-                    "a route names another tenant's own connection; skipped"
-                );
-                continue;
-            }
-            return Ok(Ok(loaded.provider));
-        }
         if route.is_empty() && self.dev_mode {
-            return Ok(Ok(self.simulator.clone()));
+            return Ok(vec![self.simulator.clone()]);
         }
-        Ok(Err(NoRoute::Unrouted))
+        let mut out = Vec::new();
+        for conn in route::candidates(&route, channel, country) {
+            let provider = if conn.as_str() == BUILTIN_CONNECTION_ID {
+                self.simulator.clone()
+            } else {
+                let Some(loaded) = self.loaded(conn).await? else {
+                    continue;
+                };
+                if loaded.owner.as_ref().is_some_and(|owner| owner != tenant) {
+                    tracing::warn!(
+                        target: "security",
+                        connection = %conn,
+                        app = %app,
+                        "a route names another tenant's own connection; skipped"
+                    );
+                    continue;
+                }
+                loaded.provider
+            };
+            if provider.channels().contains(&channel) {
+                out.push(provider);
+            }
+        }
+        Ok(out)
     }
 
     /// Reminds every provider of the messages it accepted and has not reported on yet.
@@ -258,6 +271,41 @@ impl Routes {
     }
 
     pub(crate) fn close(&self) {
+        self.factory.shutdown();
         self.sink.write().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// Providers' state (RingCentral's tokens and subscription) kept in the database, sealed:
+/// the providers crate cannot reach the store, so it is handed this.
+struct StoredProviderState(Store);
+
+impl StateStore for StoredProviderState {
+    fn load<'a>(
+        &'a self,
+        connection: &'a ConnectionId,
+        name: &'a str,
+    ) -> StateFuture<'a, Option<Secret>> {
+        Box::pin(async move {
+            self.0
+                .provider_token(connection, name)
+                .await
+                .map(|v| v.map(Secret::new))
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn save<'a>(
+        &'a self,
+        connection: &'a ConnectionId,
+        name: &'a str,
+        value: Secret,
+    ) -> StateFuture<'a, ()> {
+        Box::pin(async move {
+            self.0
+                .put_provider_token(connection, name, value.expose_to_store())
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }

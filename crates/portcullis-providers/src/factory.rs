@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use portcullis_domain::ConnectionId;
 
 use crate::Provider;
+use crate::ringcentral::{self, RingCentralConfig, RingCentralProvider, StateStore};
 use crate::twilio::{self, TwilioConfig, TwilioProvider};
+use crate::whatsapp::{self, WhatsappConfig, WhatsappProvider};
 
 /// Why a stored connection could not be turned into a provider. The text never holds a
 /// configuration value.
@@ -17,6 +19,10 @@ use crate::twilio::{self, TwilioConfig, TwilioProvider};
 pub enum BuildError {
     #[error(transparent)]
     Twilio(#[from] twilio::ConfigError),
+    #[error(transparent)]
+    RingCentral(#[from] ringcentral::ConfigError),
+    #[error(transparent)]
+    Whatsapp(#[from] whatsapp::ConfigError),
     #[error("building the HTTP client failed: {0}")]
     HttpClient(String),
 }
@@ -28,6 +34,10 @@ pub struct ProviderFactory {
     /// One HTTP client (one connection pool) for every HTTP provider, made when the first
     /// one is built: a process without HTTP connections never builds it.
     http: Mutex<Option<reqwest::Client>>,
+    /// Where providers keep state across restarts (RingCentral's tokens and subscription).
+    state: Arc<dyn StateStore>,
+    /// Turned true at shutdown: providers' background tasks (subscription renewal) stop.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl ProviderFactory {
@@ -35,7 +45,21 @@ impl ProviderFactory {
         ProviderFactory {
             public_url: public_url.into(),
             http: Mutex::new(None),
+            state: Arc::new(ringcentral::NoState),
+            stop: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Keeps providers' state in `state` (the pipeline's, over the database) instead of
+    /// forgetting it.
+    pub fn with_state_store(mut self, state: Arc<dyn StateStore>) -> ProviderFactory {
+        self.state = state;
+        self
+    }
+
+    /// Stops the background tasks of every provider built.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
     }
 
     /// The base URL providers are told to call back.
@@ -43,9 +67,11 @@ impl ProviderFactory {
         &self.public_url
     }
 
-    /// Whether connections of `kind` can be driven by this build.
+    /// Whether connections of `kind` can be driven by this build. Every such connection is
+    /// built at start-up, routed or not: RingCentral's must subscribe to its notifications
+    /// before the first message is sent, or inbound replies would not arrive.
     pub fn drives(kind: &str) -> bool {
-        kind == twilio::KIND
+        [twilio::KIND, ringcentral::KIND, whatsapp::KIND].contains(&kind)
     }
 
     /// The provider for connection `id` of type `kind`; `Ok(None)` for a type this build
@@ -65,6 +91,26 @@ impl ProviderFactory {
                     config,
                     &self.public_url,
                     client,
+                ))))
+            }
+            whatsapp::KIND => {
+                let config = WhatsappConfig::from_json(config)?;
+                Ok(Some(Arc::new(WhatsappProvider::new(
+                    id,
+                    config,
+                    self.http_client()?,
+                ))))
+            }
+            ringcentral::KIND => {
+                let config = RingCentralConfig::from_json(config)?;
+                let client = self.http_client()?;
+                Ok(Some(Arc::new(RingCentralProvider::start(
+                    id,
+                    config,
+                    &self.public_url,
+                    client,
+                    self.state.clone(),
+                    self.stop.subscribe(),
                 ))))
             }
             _ => Ok(None),

@@ -10,11 +10,15 @@
 //! SMPP `deliver_sm_resp`) carries an [`Ack`] that is fired only after the commit.
 
 pub mod factory;
+pub mod ringcentral;
 pub mod simulator;
 pub mod twilio;
+pub mod whatsapp;
 
 use async_trait::async_trait;
-use portcullis_domain::{AppId, Channel, ConnectionId, E164, Encoding, MessageId, MessageStatus};
+use portcullis_domain::{AppId, Channel, ConnectionId, E164, Encoding, MessageId, Milestone};
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
 
 /// A message as handed to a provider.
@@ -28,6 +32,9 @@ pub struct OutboundMessage {
     pub body: String,
     pub encoding: Encoding,
     pub segments: u32,
+    /// A WhatsApp template to send instead of `body` (which then holds a text rendering
+    /// of it for the API and history).
+    pub template: Option<portcullis_domain::template::WhatsappTemplate>,
 }
 
 /// The provider's acceptance of a message.
@@ -42,14 +49,76 @@ pub struct Accepted {
 pub const INVALID_NUMBER: &str = "invalid_number";
 
 /// Why a provider did not accept a message.
+///
+/// The two retryable kinds are told apart because routing treats them differently: a
+/// connection that is [`Unavailable`](ProviderError::Unavailable) counts towards opening
+/// its circuit (and traffic moving to the next connection of the route), while one that is
+/// [`Throttled`](ProviderError::Throttled) is working and only asks to be slowed down.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
-    /// Worth trying again later (throttling, timeouts, the provider's 5xx, a dropped bind).
-    #[error("retryable provider error: {detail}")]
-    Retryable { detail: String },
+    /// The provider is failing (its 5xx, timeouts, refused connections, a dropped bind):
+    /// worth trying again, on this connection later or on the next one of the route.
+    #[error("provider unavailable: {detail}")]
+    Unavailable {
+        detail: String,
+        /// The provider's own `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The provider asks us to slow down (HTTP 429, `ESME_RTHROTTLED`): tried again after
+    /// `retry_after` (or the pipeline's backoff), and the connection is slowed meanwhile.
+    #[error("provider throttled the connection: {detail}")]
+    Throttled {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
     /// Trying again cannot help (invalid destination, refused by the provider).
     #[error("provider refused the message ({code}): {detail}")]
     Permanent { code: String, detail: String },
+}
+
+impl ProviderError {
+    /// An [`Unavailable`](ProviderError::Unavailable) without a `Retry-After`.
+    pub fn unavailable(detail: impl Into<String>) -> ProviderError {
+        ProviderError::Unavailable {
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A [`Permanent`](ProviderError::Permanent) refusal.
+    pub fn permanent(code: impl Into<String>, detail: impl Into<String>) -> ProviderError {
+        ProviderError::Permanent {
+            code: code.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether trying again can help.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ProviderError::Permanent { .. })
+    }
+
+    /// How long the provider asked us to wait, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Unavailable { retry_after, .. }
+            | ProviderError::Throttled { retry_after, .. } => *retry_after,
+            ProviderError::Permanent { .. } => None,
+        }
+    }
+}
+
+/// Reads an HTTP `Retry-After` value: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+/// Capped at an hour: a provider asking for longer is treated as asking for an hour, so a
+/// bad header cannot park a connection indefinitely.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    const CAP: Duration = Duration::from_secs(3600);
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs).min(CAP));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(CAP))
 }
 
 /// One provider connection.
@@ -60,6 +129,20 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Hands one message to the provider.
     async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, ProviderError>;
+
+    /// The channels this connection carries. Routing skips a connection for messages of
+    /// other channels, so one route can hold an SMS provider and a WhatsApp one.
+    fn channels(&self) -> &'static [Channel] {
+        &[Channel::Sms]
+    }
+
+    /// The most messages per second one sender (a `from` number) may send through this
+    /// connection (`sender_mps`; carriers limit long codes to about 1/s). `None`: no cap.
+    /// The pipeline paces sends to it, so a burst waits in the queue rather than being
+    /// refused by the provider.
+    fn sender_rate(&self) -> Option<f64> {
+        None
+    }
 
     /// Called once at start-up with the messages this connection accepted earlier and has
     /// not yet reported on, so providers that keep state outside our process can pick them
@@ -72,7 +155,7 @@ pub trait Provider: Send + Sync + 'static {
 pub struct ReceiptEvent {
     pub connection_id: ConnectionId,
     pub provider_message_id: String,
-    pub status: MessageStatus,
+    pub status: Milestone,
     pub detail: Option<String>,
     pub at: i64,
 }
@@ -112,4 +195,31 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::parse_retry_after;
+
+    #[test]
+    fn retry_after_as_seconds_or_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("999999", now),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(parse_retry_after("-3", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
 }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use portcullis_domain::{ConnectionId, E164, MessageStatus};
+use portcullis_domain::{Channel, ConnectionId, E164, MessageStatus};
 
 use crate::{
     Accepted, EventSink, OutboundMessage, Provider, ProviderError, ProviderEvent, ReceiptEvent,
@@ -98,7 +98,7 @@ impl Simulator {
             let event = ReceiptEvent {
                 connection_id,
                 provider_message_id,
-                status,
+                status: status.into(),
                 detail,
                 at: now_ms(),
             };
@@ -115,14 +115,18 @@ impl Provider for Simulator {
         &self.connection_id
     }
 
+    /// Both, so WhatsApp can be tried in dev mode and with test keys without a Meta account.
+    fn channels(&self) -> &'static [Channel] {
+        &[Channel::Sms, Channel::Whatsapp]
+    }
+
     async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, ProviderError> {
         let status = Self::outcome_for(&msg.to)?;
         let provider_message_id = format!("sim-{}", msg.id.as_str().trim_start_matches("msg_"));
         if let Some(log) = &self.log {
             let mut f = log.lock().unwrap_or_else(|p| p.into_inner());
-            writeln!(f, "{}", msg.id.as_str()).map_err(|e| ProviderError::Retryable {
-                detail: format!("simulator log: {e}"),
-            })?;
+            writeln!(f, "{}", msg.id.as_str())
+                .map_err(|e| ProviderError::unavailable(format!("simulator log: {e}")))?;
         }
         self.schedule_receipt(
             provider_message_id.clone(),

@@ -42,7 +42,9 @@ use sha1::Sha1;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::{Accepted, INVALID_NUMBER, OutboundMessage, Provider, ProviderError};
+use crate::{
+    Accepted, INVALID_NUMBER, OutboundMessage, Provider, ProviderError, parse_retry_after,
+};
 
 /// The connection type (`connections create --type twilio`).
 pub const KIND: &str = "twilio";
@@ -109,7 +111,7 @@ pub struct TwilioConfig {
     pub from_numbers: Vec<String>,
     /// The API host root without a trailing slash (`https://api.twilio.com`).
     pub base_url: String,
-    /// Messages per second per sender (`sender_mps`): accepted, not enforced yet.
+    /// Messages per second per sender (`sender_mps`); the pipeline paces sends to it.
     pub sender_mps: Option<f64>,
 }
 
@@ -294,6 +296,10 @@ impl Provider for TwilioProvider {
         &self.connection_id
     }
 
+    fn sender_rate(&self) -> Option<f64> {
+        self.config.sender_mps
+    }
+
     /// One `POST …/Messages.json`. A timeout or a dropped connection is retryable even
     /// though Twilio may already have created the message: like a crash between send and
     /// record, that can deliver a message twice, and is the price of not losing it.
@@ -329,17 +335,22 @@ impl Provider for TwilioProvider {
             .body(form)
             .send()
             .await;
-        let (status, body) = match response {
+        let (status, retry_after, body) = match response {
             Ok(r) => {
                 let status = r.status().as_u16();
+                let retry_after = r
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
                 match r.bytes().await {
-                    Ok(b) => (status, b),
+                    Ok(b) => (status, retry_after, b),
                     Err(e) => return Err(transport_error(&e)),
                 }
             }
             Err(e) => return Err(transport_error(&e)),
         };
-        let outcome = map_response(status, &body);
+        let outcome = map_response(status, retry_after, &body);
         match &outcome {
             Err(ProviderError::Permanent { detail, .. }) if status == 401 => {
                 tracing::error!(
@@ -370,9 +381,7 @@ fn transport_error(e: &reqwest::Error) -> ProviderError {
     } else {
         "request failed"
     };
-    ProviderError::Retryable {
-        detail: format!("twilio: {what}: {}", TextOnly(e)),
-    }
+    ProviderError::unavailable(format!("twilio: {what}: {}", TextOnly(e)))
 }
 
 /// A reqwest error's text without the URL it was for.
@@ -411,11 +420,15 @@ struct TwilioErrorBody {
 /// What Twilio's answer to a send means.
 ///
 /// - 2xx with a message `sid`: accepted.
-/// - 429, Twilio error 20429, 408 and 5xx: retryable (`Retry-After` is not honoured yet:
-///   the pipeline's own backoff applies).
+/// - 429 and Twilio error 20429: throttled; 408 and 5xx: unavailable. Both are retried,
+///   after Twilio's `Retry-After` when it sent one.
 /// - 21211 and 21614: [`INVALID_NUMBER`] (counted by the guard); 21610:
 ///   `recipient_unsubscribed`; any other refusal: `provider_refused` with Twilio's code.
-pub fn map_response(status: u16, body: &[u8]) -> Result<Accepted, ProviderError> {
+pub fn map_response(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<Accepted, ProviderError> {
     if (200..300).contains(&status) {
         let sid = serde_json::from_slice::<CreatedMessage>(body)
             .ok()
@@ -436,13 +449,20 @@ pub fn map_response(status: u16, body: &[u8]) -> Result<Accepted, ProviderError>
     let code = serde_json::from_slice::<TwilioErrorBody>(body)
         .ok()
         .and_then(|e| e.code);
-    let retryable = status == 429 || status == 408 || status >= 500 || code == Some(20429);
-    if retryable {
-        return Err(ProviderError::Retryable {
-            detail: match code {
-                Some(c) => format!("twilio HTTP {status}, error {c}"),
-                None => format!("twilio HTTP {status}"),
-            },
+    let detail = || match code {
+        Some(c) => format!("twilio HTTP {status}, error {c}"),
+        None => format!("twilio HTTP {status}"),
+    };
+    if status == 429 || code == Some(20429) {
+        return Err(ProviderError::Throttled {
+            detail: detail(),
+            retry_after,
+        });
+    }
+    if status == 408 || status >= 500 {
+        return Err(ProviderError::Unavailable {
+            detail: detail(),
+            retry_after,
         });
     }
     let permanent = |code: &str, detail: String| {
@@ -785,7 +805,9 @@ mod tests {
     fn responses_map_to_outcomes() {
         let created = br#"{"sid":"SM0123456789abcdef0123456789abcdef","status":"queued"}"#;
         assert_eq!(
-            map_response(201, created).unwrap().provider_message_id,
+            map_response(201, None, created)
+                .unwrap()
+                .provider_message_id,
             "SM0123456789abcdef0123456789abcdef"
         );
         let error = |code: u32, status: u16| {
@@ -793,7 +815,8 @@ mod tests {
                 r#"{{"code":{code},"message":"The 'To' number +15005550001 is not valid.","more_info":"https://www.twilio.com/docs/errors/{code}","status":{status}}}"#
             )
         };
-        let permanent = |status: u16, body: &str| match map_response(status, body.as_bytes()) {
+        let permanent = |status: u16, body: &str| match map_response(status, None, body.as_bytes())
+        {
             Err(ProviderError::Permanent { code, detail }) => {
                 assert!(!detail.contains("5005550001"), "{detail}");
                 code
@@ -807,19 +830,26 @@ mod tests {
         assert_eq!(permanent(401, &error(20003, 401)), "provider_refused");
         assert_eq!(permanent(404, "not json"), "provider_refused");
         assert_eq!(permanent(201, "{}"), "provider_response_unreadable");
+        let wait = Some(Duration::from_secs(7));
+        for (status, body) in [(429, error(20429, 429)), (400, error(20429, 400))] {
+            match map_response(status, wait, body.as_bytes()) {
+                Err(ProviderError::Throttled { retry_after, .. }) => {
+                    assert_eq!(retry_after, wait, "{status}")
+                }
+                other => panic!("{status} {body}: {other:?}"),
+            }
+        }
         for (status, body) in [
-            (429, error(20429, 429)),
-            (400, error(20429, 400)),
             (500, "oops".to_owned()),
             (503, error(20500, 503)),
+            (408, String::new()),
         ] {
-            assert!(
-                matches!(
-                    map_response(status, body.as_bytes()),
-                    Err(ProviderError::Retryable { .. })
-                ),
-                "{status} {body}"
-            );
+            match map_response(status, wait, body.as_bytes()) {
+                Err(ProviderError::Unavailable { retry_after, .. }) => {
+                    assert_eq!(retry_after, wait, "{status}")
+                }
+                other => panic!("{status} {body}: {other:?}"),
+            }
         }
     }
 

@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, RwLock};
 
-use portcullis_domain::{AppId, ConnectionId, PurposeSet, TenantId, policy};
+use portcullis_domain::route::{RouteEntry, RouteScope};
+use portcullis_domain::{AppId, Channel, ConnectionId, PurposeSet, TenantId, policy};
 
 use crate::tenants::TenantSettings;
 use serde::Serialize;
 
+use crate::db::Backend;
 use crate::{Db, StoreError, found, now_ms, on_pool, on_tx};
 
 #[derive(Debug, Clone, Serialize)]
@@ -312,21 +314,50 @@ pub async fn set_allowed_purposes(
     found(res)
 }
 
-/// Replaces the app's ordered route (failover order).
-pub async fn set_route(db: &Db, app: &AppId, route: &[ConnectionId]) -> Result<(), StoreError> {
+/// Replaces the entries of the app's route that have exactly `scope` with `connections`,
+/// in failover order (an empty list removes that scope). Entries of other scopes stay.
+pub async fn set_route(
+    db: &Db,
+    app: &AppId,
+    scope: &RouteScope,
+    connections: &[ConnectionId],
+) -> Result<(), StoreError> {
+    let channel = scope.channel.map(|c| c.as_str());
+    let countries = (!scope.countries.is_empty()).then(|| scope.countries.join(","));
+    // Equal including NULLs: SQLite's `IS`, PostgreSQL's `IS NOT DISTINCT FROM`.
+    let delete_scope = match db.backend() {
+        Backend::Sqlite => {
+            "DELETE FROM app_routes WHERE app_id = $1 AND channel IS $2 AND countries IS $3"
+        }
+        Backend::Postgres => {
+            "DELETE FROM app_routes WHERE app_id = $1 \
+             AND channel IS NOT DISTINCT FROM $2 AND countries IS NOT DISTINCT FROM $3"
+        }
+    };
     let mut tx = db.begin().await?;
     on_tx!(&mut tx, |c| {
-        sqlx::query("DELETE FROM app_routes WHERE app_id = $1")
+        sqlx::query(delete_scope)
             .bind(app.as_str())
+            .bind(channel)
+            .bind(countries.as_deref())
             .execute(&mut *c)
             .await?;
-        for (i, conn) in route.iter().enumerate() {
+        let (next,): (i64,) = sqlx::query_as(
+            "SELECT COALESCE(MAX(position) + 1, 0) FROM app_routes WHERE app_id = $1",
+        )
+        .bind(app.as_str())
+        .fetch_one(&mut *c)
+        .await?;
+        for (i, conn) in connections.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO app_routes (app_id, position, connection_id) VALUES ($1, $2, $3)",
+                "INSERT INTO app_routes (app_id, position, connection_id, channel, countries) \
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(app.as_str())
-            .bind(i as i64)
+            .bind(next + i as i64)
             .bind(conn.as_str())
+            .bind(channel)
+            .bind(countries.as_deref())
             .execute(&mut *c)
             .await?;
         }
@@ -335,18 +366,32 @@ pub async fn set_route(db: &Db, app: &AppId, route: &[ConnectionId]) -> Result<(
     tx.commit().await
 }
 
-/// The app's ordered route.
-pub async fn route(db: &Db, app: &AppId) -> Result<Vec<ConnectionId>, StoreError> {
-    let rows: Vec<(String,)> = on_pool!(db.read(), |p| sqlx::query_as(
-        "SELECT connection_id FROM app_routes WHERE app_id = $1 ORDER BY position"
-    )
-    .bind(app.as_str())
-    .fetch_all(p)
-    .await)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ConnectionId::from_trusted(r.0))
-        .collect())
+/// The app's route, every scope, in the operator's order.
+pub async fn route(db: &Db, app: &AppId) -> Result<Vec<RouteEntry>, StoreError> {
+    let rows: Vec<(String, Option<String>, Option<String>)> = on_pool!(db.read(), |p| {
+        sqlx::query_as(
+            "SELECT connection_id, channel, countries FROM app_routes WHERE app_id = $1 \
+             ORDER BY position",
+        )
+        .bind(app.as_str())
+        .fetch_all(p)
+        .await
+    })?;
+    rows.into_iter()
+        .map(|(conn, channel, countries)| {
+            let channel = channel
+                .map(|c| Channel::parse(&c))
+                .transpose()
+                .map_err(StoreError::corrupt)?;
+            let countries: Vec<String> = countries
+                .map(|c| c.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+            Ok(RouteEntry {
+                connection_id: ConnectionId::from_trusted(conn),
+                scope: RouteScope::new(channel, &countries).map_err(StoreError::corrupt)?,
+            })
+        })
+        .collect()
 }
 
 /// The apps that send from `sender`, optionally only those of one tenant: how an inbound

@@ -74,6 +74,29 @@ impl Store {
         Ok(res == 1)
     }
 
+    /// Whether `from` sent the app a message on `channel` at or after `since` (ms): the
+    /// WhatsApp customer service window. Uses the blind index, so nothing is opened.
+    pub async fn has_inbound_since(
+        &self,
+        app: &AppId,
+        from: &E164,
+        channel: Channel,
+        since: i64,
+    ) -> Result<bool, StoreError> {
+        let index = self.phone_index(from);
+        let row: Option<(i64,)> = on_pool!(self.db.read(), |p| sqlx::query_as(
+            "SELECT received_at FROM inbound_messages WHERE app_id = $1 AND sender_index = $2 \
+             AND channel = $3 AND received_at >= $4 LIMIT 1"
+        )
+        .bind(app.as_str())
+        .bind(&index)
+        .bind(channel.as_str())
+        .bind(since)
+        .fetch_optional(p)
+        .await)?;
+        Ok(row.is_some())
+    }
+
     /// A page of an app's inbound messages, newest first.
     pub async fn list_inbound(
         &self,

@@ -20,6 +20,7 @@ pub mod inbound;
 pub mod keys;
 pub mod messages;
 pub mod policy;
+pub mod provider_tokens;
 pub mod tenants;
 pub mod webhooks;
 

@@ -5,9 +5,10 @@
 //! pipeline makes in bulk (accept, claim, outcomes, receipts) take a [`Tx`] so they commit
 //! together with their queue jobs.
 
+use portcullis_domain::template::WhatsappTemplate;
 use portcullis_domain::{
-    AppId, Channel, ConnectionId, E164, Encoding, KeyId, MessageId, MessageStatus, Purpose,
-    TenantId,
+    AppId, Channel, ConnectionId, E164, Encoding, KeyId, MessageId, MessageStatus, Milestone,
+    Purpose, TenantId,
 };
 use std::collections::HashMap;
 
@@ -19,6 +20,7 @@ use crate::{Cursor, Page, Store, StoreError, Tx, now_ms, on_pool, on_tx, paginat
 const RECIPIENT: &str = "messages.recipient";
 const BODY: &str = "messages.body";
 const METADATA: &str = "messages.metadata";
+const TEMPLATE: &str = "messages.template";
 const EXPIRED_DETAIL: &str = "validity period ended before the message could be sent";
 
 /// A message about to be accepted.
@@ -52,6 +54,7 @@ pub struct SealedMessage {
     recipient_index: String,
     body_sealed: Vec<u8>,
     metadata_sealed: Option<Vec<u8>>,
+    template_sealed: Option<Vec<u8>>,
 }
 
 /// A stored message, opened.
@@ -66,6 +69,8 @@ pub struct MessageRecord {
     pub purpose: Purpose,
     pub body: String,
     pub metadata: Option<serde_json::Value>,
+    /// The WhatsApp template to send instead of `body`, if the app asked for one.
+    pub template: Option<WhatsappTemplate>,
     pub encoding: Encoding,
     pub segments: u32,
     pub status: MessageStatus,
@@ -82,7 +87,7 @@ pub struct MessageRecord {
 /// One entry of a message's status history.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct HistoryEntry {
-    pub status: MessageStatus,
+    pub status: Milestone,
     pub at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection_id: Option<String>,
@@ -105,6 +110,7 @@ struct MessageRow {
     purpose: String,
     body_sealed: Vec<u8>,
     metadata_sealed: Option<Vec<u8>>,
+    template_sealed: Option<Vec<u8>>,
     encoding: String,
     segments: i64,
     status: String,
@@ -119,7 +125,7 @@ struct MessageRow {
 }
 
 const COLUMNS: &str = "id, tenant_id, app_id, recipient_sealed, sender, channel, purpose, \
-     body_sealed, metadata_sealed, encoding, segments, status, test_mode, send_at, \
+     body_sealed, metadata_sealed, template_sealed, encoding, segments, status, test_mode, send_at, \
      expires_at, connection_id, provider_message_id, error_code, created_at, updated_at";
 
 fn parse_encoding(s: &str) -> Result<Encoding, StoreError> {
@@ -148,7 +154,15 @@ impl Store {
             ),
             None => None,
         };
+        let template = match &r.template_sealed {
+            Some(t) => Some(
+                serde_json::from_str(&self.open_string(TEMPLATE, &r.id, t)?)
+                    .map_err(StoreError::corrupt)?,
+            ),
+            None => None,
+        };
         Ok(MessageRecord {
+            template,
             to: E164::from_trusted(to),
             body,
             metadata,
@@ -193,8 +207,23 @@ impl Store {
             recipient_index: self.phone_index(&m.to),
             body_sealed: self.seal(BODY, id, m.body.as_bytes()),
             metadata_sealed,
+            template_sealed: None,
             message: m,
         })
+    }
+
+    /// Makes a sealed message a WhatsApp template message. Separate from
+    /// [`seal_message`](Store::seal_message) so the many places that build plain messages
+    /// need not know templates exist.
+    pub fn seal_template(
+        &self,
+        sealed: &mut SealedMessage,
+        template: &WhatsappTemplate,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(template).map_err(StoreError::corrupt)?;
+        sealed.template_sealed =
+            Some(self.seal(TEMPLATE, sealed.message.id.as_str(), json.as_bytes()));
+        Ok(())
     }
 
     /// Inserts accepted messages inside the caller's transaction.
@@ -204,14 +233,14 @@ impl Store {
         msgs: &[&SealedMessage],
     ) -> Result<(), StoreError> {
         // Multi-row INSERTs: at thousands of messages a second the per-statement round
-        // trip, not the row, is what costs. 19 columns × 500 rows stays under SQLite's
+        // trip, not the row, is what costs. 20 columns × 500 rows stays under SQLite's
         // and PostgreSQL's bind-parameter limits.
         for chunk in msgs.chunks(500) {
             on_tx!(tx, |c| {
                 let mut qb = QueryBuilder::new(
                     "INSERT INTO messages (id, tenant_id, app_id, key_id, recipient_sealed, \
                      recipient_index, sender, channel, purpose, body_sealed, metadata_sealed, \
-                     encoding, segments, status, test_mode, send_at, expires_at, created_at, updated_at) ",
+                     template_sealed, encoding, segments, status, test_mode, send_at, expires_at, created_at, updated_at) ",
                 );
                 qb.push_values(chunk, |mut b, s| {
                     let m = &s.message;
@@ -226,6 +255,7 @@ impl Store {
                         .push_bind(m.purpose.as_str())
                         .push_bind(&s.body_sealed)
                         .push_bind(s.metadata_sealed.as_ref())
+                        .push_bind(s.template_sealed.as_ref())
                         .push_bind(encoding_str(m.encoding))
                         .push_bind(i64::from(m.segments))
                         .push_bind(m.status.as_str())
@@ -248,7 +278,7 @@ impl Store {
                 (
                     s.message.id.clone(),
                     HistoryEntry {
-                        status: MessageStatus::Held,
+                        status: MessageStatus::Held.into(),
                         at: s.message.created_at,
                         connection_id: None,
                         provider_message_id: None,
@@ -313,9 +343,12 @@ impl Store {
             Option<i64>,
             Option<String>,
         );
+        // In the order recorded, not by `at`: providers stamp their reports in their own
+        // clock and resolution (WhatsApp in whole seconds), so a `read` would otherwise sort
+        // before the `sent` it follows.
         let rows: Vec<Row> = on_pool!(self.db.read(), |p| sqlx::query_as(
             "SELECT status, at, connection_id, provider_message_id, part, detail \
-             FROM message_events WHERE message_id = $1 ORDER BY at, seq"
+             FROM message_events WHERE message_id = $1 ORDER BY seq"
         )
         .bind(msg.id.as_str())
         .fetch_all(p)
@@ -342,7 +375,7 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len() + 1);
         if !held_first {
             out.push(HistoryEntry {
-                status: first,
+                status: first.into(),
                 at: msg.created_at,
                 connection_id: None,
                 provider_message_id: None,
@@ -354,7 +387,7 @@ impl Store {
         for (status, at, connection_id, provider_message_id, part, detail) in rows {
             let detail = detail.or_else(|| first_detail.take());
             out.push(HistoryEntry {
-                status: MessageStatus::parse(&status).map_err(StoreError::corrupt)?,
+                status: Milestone::parse(&status).map_err(StoreError::corrupt)?,
                 at,
                 connection_id,
                 provider_message_id,
@@ -431,7 +464,7 @@ impl Store {
             &[(
                 id.clone(),
                 HistoryEntry {
-                    status: MessageStatus::Canceled,
+                    status: MessageStatus::Canceled.into(),
                     at: now,
                     connection_id: None,
                     provider_message_id: None,
@@ -483,7 +516,7 @@ impl Store {
             &[(
                 id.clone(),
                 HistoryEntry {
-                    status,
+                    status: status.into(),
                     at: now,
                     connection_id: None,
                     provider_message_id: None,
@@ -585,7 +618,7 @@ impl Store {
                 (
                     m.id.clone(),
                     HistoryEntry {
-                        status: MessageStatus::Sending,
+                        status: MessageStatus::Sending.into(),
                         at: now,
                         connection_id: None,
                         provider_message_id: None,
@@ -617,11 +650,11 @@ impl Store {
         let mut failed = Vec::new();
         let mut expired = Vec::new();
         let mut deferred = Vec::new();
-        let entry = |status,
+        let entry = |status: MessageStatus,
                      connection_id: Option<&ConnectionId>,
                      pid: Option<&String>,
                      detail: Option<String>| HistoryEntry {
-            status,
+            status: status.into(),
             at: now,
             connection_id: connection_id.map(|c| c.as_str().to_owned()),
             provider_message_id: pid.cloned(),
@@ -711,6 +744,21 @@ impl Store {
                 } => {
                     deferred.push((id.as_str(), status.as_str(), *until));
                     events.push((id.clone(), entry(*status, None, None, Some(detail.clone()))));
+                }
+                SendOutcome::FailedOver {
+                    id,
+                    connection_id,
+                    detail,
+                } => {
+                    events.push((
+                        id.clone(),
+                        entry(
+                            MessageStatus::Sending,
+                            Some(connection_id),
+                            None,
+                            Some(format!("{detail}; trying the next connection of the route")),
+                        ),
+                    ));
                 }
                 SendOutcome::Expired { id } => {
                     expired.push(id.as_str());
@@ -919,12 +967,14 @@ impl Store {
                 continue;
             };
             let message_id = MessageId::from_trusted(id.clone());
-            if status.can_transition_to(r.status) {
-                *status = r.status;
-                final_status.insert(id.clone(), r.status);
+            // A `read` moves a message that has no receipt yet on to `delivered`.
+            let reached = r.status.status();
+            if status.can_transition_to(reached) {
+                *status = reached;
+                final_status.insert(id.clone(), reached);
                 changes.push(StatusChange {
                     id: message_id.clone(),
-                    status: r.status,
+                    status: reached,
                     connection_id: Some(r.connection_id.clone()),
                     provider_message_id: Some(r.provider_message_id.clone()),
                     error_code: None,
@@ -1049,6 +1099,13 @@ pub enum SendOutcome {
     },
     /// Not handed to any provider: its validity period ran out while it waited.
     Expired { id: MessageId },
+    /// An attempt on one connection failed and the message moved on to the next one of its
+    /// route in the same round: only a history entry, the message's own outcome follows.
+    FailedOver {
+        id: MessageId,
+        connection_id: ConnectionId,
+        detail: String,
+    },
     /// Not handed to any provider yet: the guard's last check says later (quiet hours at
     /// the recipient: `scheduled` at `until`; a pause: back to `queued`).
     Deferred {
@@ -1064,7 +1121,7 @@ pub enum SendOutcome {
 pub struct Receipt {
     pub connection_id: ConnectionId,
     pub provider_message_id: String,
-    pub status: MessageStatus,
+    pub status: Milestone,
     pub detail: Option<String>,
     pub at: i64,
 }
@@ -1107,7 +1164,7 @@ fn receipts_from_rows(rows: Vec<UnmatchedRow>) -> Result<Vec<Receipt>, StoreErro
             Ok(Receipt {
                 connection_id: ConnectionId::from_trusted(conn),
                 provider_message_id: pid,
-                status: MessageStatus::parse(&status).map_err(StoreError::corrupt)?,
+                status: Milestone::parse(&status).map_err(StoreError::corrupt)?,
                 detail,
                 at,
             })

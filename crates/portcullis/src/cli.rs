@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use portcullis_crypto::{KeyMode, Keyring};
-use portcullis_domain::{AppId, ConnectionId, KeyId, Purpose, Role, SenderId, TenantId};
+use portcullis_domain::route::RouteScope;
+use portcullis_domain::{AppId, Channel, ConnectionId, KeyId, Purpose, Role, SenderId, TenantId};
 use portcullis_pipeline::PauseTarget;
 use portcullis_store::guard::{self, PauseRecord};
 use portcullis_store::{Db, Store, apps, keys, tenants};
@@ -210,11 +211,19 @@ pub enum AppsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Set the app's ordered route (failover order).
+    /// Set the app's ordered route (failover order), or with --channel/--countries the
+    /// route of messages on that channel or to those countries (tried before the
+    /// unscoped route; an empty --connections "" removes that scope).
     Route {
         app: String,
         #[arg(long, value_delimiter = ',', required = true)]
         connections: Vec<String>,
+        /// Only messages on this channel (sms or whatsapp).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only messages to these destination countries (ISO codes, e.g. US,CA).
+        #[arg(long, value_delimiter = ',')]
+        countries: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -864,33 +873,49 @@ async fn apps_cmd(config: &Config, cmd: AppsCmd) -> Result<()> {
         AppsCmd::Route {
             app,
             connections,
+            channel,
+            countries,
             json,
         } => {
             let app = parse_app(&app)?;
             let owner = apps::get_any_tenant(&db, &app)
                 .await
                 .map_err(|_| anyhow::anyhow!("no app {app}"))?;
+            let channel = channel
+                .map(|c| {
+                    Channel::parse(&c)
+                        .map_err(|_| anyhow::anyhow!("--channel must be sms or whatsapp"))
+                })
+                .transpose()?;
+            let scope = RouteScope::new(channel, &countries).map_err(|e| anyhow::anyhow!(e))?;
             let route = connections
                 .iter()
+                .filter(|c| !c.is_empty())
                 .map(|c| {
                     ConnectionId::parse(c)
                         .map_err(|_| anyhow::anyhow!("{c:?} is not a connection id (conn_…)"))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            apps::set_route(&db, &app, &route)
+            apps::set_route(&db, &app, &scope, &route)
                 .await
                 .context("setting the route (do the connections exist?)")?;
+            let scope_json = json!({
+                "channel": scope.channel.map(|c| c.as_str()),
+                "countries": scope.countries,
+            });
             cli_audit(
                 &db,
                 (Some(&owner.tenant_id), Some(&app)),
                 "app.route_set",
                 ("app", app.as_str()),
-                Some(json!({ "route": route })),
+                Some(json!({ "route": route, "scope": scope_json })),
             )
             .await;
-            emit(json, json!({ "app_id": app, "route": route }), || {
-                format!("route of {app} set")
-            });
+            emit(
+                json,
+                json!({ "app_id": app, "route": route, "scope": scope_json }),
+                || format!("route of {app} set"),
+            );
         }
         AppsCmd::Update(update) => {
             let AppsUpdate {
@@ -1214,6 +1239,10 @@ async fn connections_cmd(config: &Config, cmd: ConnectionsCmd) -> Result<()> {
             // Checked now rather than at the first send; the error names fields, not values.
             if kind == portcullis_providers::twilio::KIND {
                 portcullis_providers::twilio::TwilioConfig::from_json(&value)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", config_file.display()))?;
+            }
+            if kind == portcullis_providers::whatsapp::KIND {
+                portcullis_providers::whatsapp::WhatsappConfig::from_json(&value)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", config_file.display()))?;
             }
             let tenant = tenant

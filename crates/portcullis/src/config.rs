@@ -60,6 +60,9 @@ pub struct Config {
     pub breaker_window_seconds: u64,
     /// How long a connection tripped by the breaker rests.
     pub breaker_cooldown_seconds: u64,
+    /// How long a connection's circuit stays open before a probe (doubling on each failed
+    /// probe, up to five minutes).
+    pub circuit_open_seconds: u64,
     /// CIDRs of otherwise-refused webhook destinations (comma-separated).
     pub webhook_allowed_cidrs: Option<String>,
     /// Permit `http://` webhook URLs (default: only in dev mode).
@@ -117,6 +120,7 @@ impl Default for Config {
             breaker_failure_ratio: 0.5,
             breaker_window_seconds: 300,
             breaker_cooldown_seconds: 300,
+            circuit_open_seconds: 10,
             webhook_allowed_cidrs: None,
             webhook_allow_http: None,
             webhook_allowed_ports: None,

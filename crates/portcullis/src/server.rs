@@ -23,6 +23,7 @@ use portcullis_api::{ApiConfig, AppState, auth::LastUsed};
 use portcullis_crypto::Keyring;
 use portcullis_egress::Egress;
 use portcullis_pipeline::breaker::BreakerConfig;
+use portcullis_pipeline::health::CircuitConfig;
 use portcullis_pipeline::{Pipeline, PipelineConfig};
 use portcullis_providers::simulator::SimulatorConfig;
 use portcullis_store::{Db, Store};
@@ -131,6 +132,10 @@ impl Server {
                 min_attempts: config.breaker_min_attempts.max(1),
                 failure_ratio: config.breaker_failure_ratio.clamp(0.01, 1.0),
                 connection_cooldown: Duration::from_secs(config.breaker_cooldown_seconds),
+            },
+            circuit: CircuitConfig {
+                open_for: Duration::from_secs(config.circuit_open_seconds.max(1)),
+                ..CircuitConfig::default()
             },
             ..PipelineConfig::default()
         };

@@ -6,10 +6,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use portcullis_domain::policy::Decision;
+use portcullis_domain::template::WhatsappTemplate;
 use portcullis_domain::{
     Channel, E164, MessageBody, MessageId, MessageStatus, Purpose, encoding::segment_info,
 };
 use portcullis_pipeline::{AcceptOutcome, AcceptRequest, Charge, IdempotencyInput};
+use portcullis_providers::whatsapp::{SERVICE_WINDOW_MS, WINDOW_CLOSED};
 use portcullis_store::idempotency::IdempotencyClaim;
 use portcullis_store::messages::{HistoryEntry, MessageFilter, MessageRecord, NewMessage};
 use portcullis_store::now_ms;
@@ -36,8 +38,12 @@ const MAX_VALIDITY_SECONDS: u32 = 36_000;
 pub struct SendMessage {
     /// Recipient in E.164 (`+14155550100`); common formatting is folded.
     pub to: String,
-    /// The text. Control characters other than newline and tab are refused.
+    /// The text. Control characters other than newline and tab are refused. Exactly one of
+    /// `body` and `template`.
     pub body: Option<String>,
+    /// A WhatsApp template (channel `whatsapp` only): allowed outside the 24-hour
+    /// customer service window, where a free-form body is not.
+    pub template: Option<TemplateRequest>,
     /// `otp`, `transactional`, `alert`, `notification`, `support` or `marketing`.
     pub purpose: Option<String>,
     /// `sms` (default) or `whatsapp`.
@@ -54,6 +60,35 @@ pub struct SendMessage {
     pub metadata: Option<serde_json::Value>,
 }
 
+/// A WhatsApp template to send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRequest {
+    /// The approved template's name, e.g. `order_update`.
+    pub name: String,
+    /// Its language code, e.g. `en_US`.
+    pub language: String,
+    /// Values of the body placeholders `{{1}}`, `{{2}}`, … in order.
+    #[serde(default)]
+    pub parameters: Vec<String>,
+}
+
+/// The template a WhatsApp message was sent with. Parameter values are not shown back.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateView {
+    pub name: String,
+    pub language: String,
+}
+
+impl TemplateView {
+    fn of(t: &WhatsappTemplate) -> TemplateView {
+        TemplateView {
+            name: t.name.clone(),
+            language: t.language.clone(),
+        }
+    }
+}
+
 /// A message as the API shows it. The recipient is always masked.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageView {
@@ -65,6 +100,9 @@ pub struct MessageView {
     pub channel: String,
     pub purpose: String,
     pub body: String,
+    /// Set for WhatsApp template messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateView>,
     /// `gsm7` or `ucs2`.
     pub encoding: String,
     pub segments: u32,
@@ -86,6 +124,8 @@ pub struct MessageView {
 /// One status change of a message.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryView {
+    /// A message status, or `read`: the recipient opened it (WhatsApp read receipts; the
+    /// message stays `delivered`).
     pub status: String,
     pub at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,6 +168,7 @@ impl MessageView {
             channel: m.channel.as_str().to_owned(),
             purpose: m.purpose.as_str().to_owned(),
             body: m.body,
+            template: m.template.as_ref().map(TemplateView::of),
             encoding: encoding_name(m.encoding).to_owned(),
             segments: m.segments,
             test: m.test_mode,
@@ -152,6 +193,7 @@ impl MessageView {
             channel: m.channel.as_str().to_owned(),
             purpose: m.purpose.as_str().to_owned(),
             body: m.body.clone(),
+            template: None,
             encoding: encoding_name(m.encoding).to_owned(),
             segments: m.segments,
             test: m.test_mode,
@@ -214,12 +256,25 @@ pub async fn send(
             ApiError::unprocessable("invalid_channel", "channel must be \"sms\" or \"whatsapp\"")
         })?,
     };
-    if channel == Channel::Whatsapp {
-        return Err(ApiError::unprocessable(
-            "channel_not_available",
-            "no WhatsApp connection is configured for this app",
-        ));
-    }
+    let template = match req.template {
+        None => None,
+        Some(_) if channel != Channel::Whatsapp => {
+            return Err(ApiError::unprocessable(
+                "template_not_allowed",
+                "template is only for channel \"whatsapp\"",
+            ));
+        }
+        Some(_) if req.body.is_some() => {
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                "give either body or template, not both",
+            ));
+        }
+        Some(t) => Some(
+            WhatsappTemplate::new(&t.name, &t.language, t.parameters)
+                .map_err(|e| ApiError::unprocessable("invalid_template", e.to_string()))?,
+        ),
+    };
     let purpose = match req.purpose.as_deref() {
         None => {
             return Err(ApiError::unprocessable(
@@ -234,7 +289,14 @@ pub async fn send(
             )
         })?,
     };
-    let text = req.body.as_deref().unwrap_or("");
+    // A template's stored (and shown) text names it; what goes to Meta is the template.
+    let template_text = template
+        .as_ref()
+        .map(|t| format!("[whatsapp template {} ({})]", t.name, t.language));
+    let text = template_text
+        .as_deref()
+        .or(req.body.as_deref())
+        .unwrap_or("");
     let body = MessageBody::parse(text, app.max_body_chars as usize)
         .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let from = match req.from {
@@ -248,6 +310,24 @@ pub async fn send(
         None => app.senders.first().cloned(),
     };
     let now = now_ms();
+    if channel == Channel::Whatsapp
+        && template.is_none()
+        && !state
+            .store
+            .has_inbound_since(
+                &auth.app_id,
+                &to,
+                Channel::Whatsapp,
+                now - SERVICE_WINDOW_MS,
+            )
+            .await?
+    {
+        return Err(ApiError::unprocessable(
+            WINDOW_CLOSED,
+            "the recipient has not written to this app on WhatsApp in the last 24 hours: \
+             outside that window only a template may be sent",
+        ));
+    }
     let requested_at = parse_send_at(req.send_at.as_deref(), now)?;
     let validity = match req.validity_period {
         None => MAX_VALIDITY_SECONDS,
@@ -362,13 +442,18 @@ pub async fn send(
         expires_at,
         created_at: now,
     };
-    let response =
-        serde_json::to_string(&MessageView::from_new(&message)).map_err(ApiError::internal)?;
+    let mut view = MessageView::from_new(&message);
+    view.template = template.as_ref().map(TemplateView::of);
+    let response = serde_json::to_string(&view).map_err(ApiError::internal)?;
+    let mut sealed = state.store.seal_message(message)?;
+    if let Some(t) = &template {
+        state.store.seal_template(&mut sealed, t)?;
+    }
     let idempotency = idempotency_key.map(|key| IdempotencyInput { key, request_hash });
     let outcome = state
         .pipeline
         .accept(AcceptRequest {
-            message: state.store.seal_message(message)?,
+            message: sealed,
             idempotency,
             response: response.clone(),
             policy_events,

@@ -13,7 +13,9 @@ pub mod policy;
 pub mod providers;
 pub mod realtime;
 pub mod reviews;
+pub mod ringcentral;
 pub mod webhooks;
+pub mod whatsapp;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -88,6 +90,17 @@ pub fn router() -> Router<AppState> {
         .route(
             "/providers/twilio/{conn_id}/inbound",
             post(providers::twilio_inbound)
+                .layer(DefaultBodyLimit::max(providers::MAX_CALLBACK_BODY)),
+        )
+        .route(
+            "/providers/ringcentral/{conn_id}",
+            post(ringcentral::notification)
+                .layer(DefaultBodyLimit::max(providers::MAX_CALLBACK_BODY)),
+        )
+        .route(
+            "/providers/whatsapp/{conn_id}",
+            get(whatsapp::handshake)
+                .post(whatsapp::events)
                 .layer(DefaultBodyLimit::max(providers::MAX_CALLBACK_BODY)),
         )
 }

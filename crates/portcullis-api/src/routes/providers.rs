@@ -74,7 +74,7 @@ pub async fn twilio_status(
     let event = ReceiptEvent {
         connection_id,
         provider_message_id: sid.to_owned(),
-        status,
+        status: status.into(),
         detail,
         at: now_ms(),
     };
@@ -143,7 +143,7 @@ fn form_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str>
 }
 
 /// Hands an event to the pipeline and waits until it is durably recorded.
-async fn deliver(
+pub(crate) async fn deliver(
     state: &AppState,
     event: ProviderEvent,
     recorded: oneshot::Receiver<()>,
@@ -222,11 +222,21 @@ fn refuse(
     connection: Option<&ConnectionId>,
     client: Option<IpAddr>,
 ) -> ApiError {
+    refuse_callback(twilio::KIND, reason, connection, client)
+}
+
+/// [`refuse`] for any provider's callbacks.
+pub(crate) fn refuse_callback(
+    provider: &'static str,
+    reason: &'static str,
+    connection: Option<&ConnectionId>,
+    client: Option<IpAddr>,
+) -> ApiError {
     metrics::counter!("portcullis_security_events_total", "kind" => "provider_signature_refused")
         .increment(1);
     tracing::warn!(
         target: "security",
-        provider = twilio::KIND,
+        provider,
         connection = connection.map(|c| c.as_str()),
         client = ?client,
         reason,

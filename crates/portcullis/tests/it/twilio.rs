@@ -30,10 +30,10 @@ both_backends!(
     callbacks_are_verified_against_the_public_url,
 );
 
-const SID_A: &str = "AC0123456789abcdef0123456789abcdef";
-const SID_B: &str = "ACfedcba9876543210fedcba9876543210";
+pub(crate) const SID_A: &str = "AC0123456789abcdef0123456789abcdef";
+pub(crate) const SID_B: &str = "ACfedcba9876543210fedcba9876543210";
 /// The bootstrap app's sender, and the Twilio number the stand-in lets us send from.
-const OUR_NUMBER: &str = "+14155550199";
+pub(crate) const OUR_NUMBER: &str = "+14155550199";
 const SUBSCRIBER: &str = "+14155552671";
 
 fn token(name: &str) -> String {
@@ -45,14 +45,16 @@ fn token(name: &str) -> String {
 
 /// One `Messages.json` request the stand-in accepted or refused.
 #[derive(Debug, Clone)]
-struct Submitted {
-    to: String,
-    from: String,
-    body: String,
-    status_callback: String,
+pub(crate) struct Submitted {
+    pub(crate) to: String,
+    pub(crate) from: String,
+    pub(crate) body: String,
+    pub(crate) status_callback: String,
     /// What it answered.
-    status: u16,
-    sid: Option<String>,
+    pub(crate) status: u16,
+    pub(crate) sid: Option<String>,
+    /// When it arrived.
+    pub(crate) at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -63,11 +65,15 @@ struct TwilioState {
     numbers: Vec<String>,
     /// Canned answers by `To`, used in order before the normal `201`.
     script: HashMap<String, VecDeque<(u16, Value)>>,
+    /// While set, every request is answered with this HTTP status (an outage).
+    outage: Option<u16>,
+    /// Requests still to be answered `429` (error 20429) with this `Retry-After`.
+    throttle: Option<(u32, u64)>,
     got: Vec<Submitted>,
 }
 
-struct FakeTwilio {
-    base_url: String,
+pub(crate) struct FakeTwilio {
+    pub(crate) base_url: String,
     state: Arc<Mutex<TwilioState>>,
 }
 
@@ -92,7 +98,7 @@ fn json_response(status: u16, body: &Value) -> Response {
 }
 
 impl FakeTwilio {
-    async fn start(accounts: &[(&str, &str)], numbers: &[&str]) -> FakeTwilio {
+    pub(crate) async fn start(accounts: &[(&str, &str)], numbers: &[&str]) -> FakeTwilio {
         let state = Arc::new(Mutex::new(TwilioState {
             accounts: accounts
                 .iter()
@@ -113,6 +119,16 @@ impl FakeTwilio {
         FakeTwilio { base_url, state }
     }
 
+    /// Answers every request with `status` until called with `None`.
+    pub(crate) fn outage(&self, status: Option<u16>) {
+        self.state.lock().unwrap().outage = status;
+    }
+
+    /// Answers the next `n` requests `429` with `Retry-After: {seconds}`.
+    pub(crate) fn throttle(&self, n: u32, seconds: u64) {
+        self.state.lock().unwrap().throttle = Some((n, seconds));
+    }
+
     fn script(&self, to: &str, answers: Vec<(u16, Value)>) {
         self.state
             .lock()
@@ -121,18 +137,18 @@ impl FakeTwilio {
             .insert(to.to_owned(), answers.into());
     }
 
-    fn submitted(&self) -> Vec<Submitted> {
+    pub(crate) fn submitted(&self) -> Vec<Submitted> {
         self.state.lock().unwrap().got.clone()
     }
 
-    fn submitted_to(&self, to: &str) -> Vec<Submitted> {
+    pub(crate) fn submitted_to(&self, to: &str) -> Vec<Submitted> {
         self.submitted()
             .into_iter()
             .filter(|s| s.to == to)
             .collect()
     }
 
-    async fn wait_for_to(&self, to: &str, n: usize) -> Vec<Submitted> {
+    pub(crate) async fn wait_for_to(&self, to: &str, n: usize) -> Vec<Submitted> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let got = self.submitted_to(to);
@@ -213,7 +229,27 @@ async fn create_message(
         status_callback: callback,
         status: 0,
         sid: None,
+        at: std::time::Instant::now(),
     };
+    if let Some(status) = st.outage {
+        record.status = status;
+        st.got.push(record);
+        return json_response(
+            status,
+            &twilio_error(20500, status, "Internal Server Error"),
+        );
+    }
+    if let Some((n, seconds)) = st.throttle.take() {
+        if n > 1 {
+            st.throttle = Some((n - 1, seconds));
+        }
+        record.status = 429;
+        st.got.push(record);
+        let mut res = json_response(429, &twilio_error(20429, 429, "Too Many Requests"));
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, seconds.to_string().parse().unwrap());
+        return res;
+    }
     if !st.numbers.contains(&from) {
         record.status = 400;
         st.got.push(record);
@@ -432,6 +468,7 @@ async fn route(app: &TestApp, app_id: &str, connections: &[&str]) {
     portcullis_store::apps::set_route(
         db,
         &portcullis_domain::AppId::parse(app_id).unwrap(),
+        &Default::default(),
         &route,
     )
     .await
