@@ -390,29 +390,43 @@ fn usable(
             );
             continue;
         }
+        // A connection-wide cap (SMPP `tps`) and a per-sender one (`sender_mps`), each a
+        // pacing slot; a message waits for the later of the two.
+        let limits = [
+            p.connection_rate()
+                .map(|r| (r, CONNECTION_WIDE, "per connection")),
+            p.sender_rate().map(|r| (r, sender, "per sender")),
+        ];
         let mut wait = Duration::ZERO;
-        if let Some(rate) = p.sender_rate() {
-            let key = (conn.clone(), sender.to_owned());
+        let mut skip = false;
+        for (rate, who, scope) in limits.into_iter().flatten() {
+            let key = (conn.clone(), who.to_owned());
             let queued = ahead
                 .as_ref()
                 .and_then(|a| a.get(&key))
                 .copied()
                 .unwrap_or(0);
-            match routes.pacer.reserve(conn, sender, rate, queued, now) {
-                Ok(w) => wait = w,
+            match routes.pacer.reserve(conn, who, rate, queued, now) {
+                Ok(w) => wait = wait.max(w),
                 Err(at) => match ahead.as_mut() {
-                    // Pacing queues: the message waits for its sender's turn rather than
-                    // moving to a connection it was not meant for.
+                    // Pacing queues: the message waits for its turn rather than moving to
+                    // a connection it was not meant for.
                     Some(a) => {
                         *a.entry(key).or_insert(0) += 1;
                         return Err(Wait {
                             after: at.saturating_duration_since(now),
-                            reason: format!("paced to {rate} messages/s per sender on {conn}"),
+                            reason: format!("paced to {rate} messages/s {scope} on {conn}"),
                         });
                     }
-                    None => continue,
+                    None => {
+                        skip = true;
+                        break;
+                    }
                 },
             }
+        }
+        if skip {
+            continue;
         }
         match routes.health.admit(conn, now) {
             Ok(()) => return Ok((i, wait)),
@@ -427,6 +441,9 @@ fn usable(
         reason: "no connection of the route can take the message".to_owned(),
     }))
 }
+
+/// The pacing key of a connection-wide cap: no sender id is empty.
+const CONNECTION_WIDE: &str = "";
 
 /// What sending one message along its route came to.
 struct RouteSend {

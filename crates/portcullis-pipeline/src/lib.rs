@@ -270,9 +270,11 @@ impl Pipeline {
         self.shutdown.cancel();
         self.committer.close();
         self.readers.close();
-        self.routes.close();
         self.tasks.close();
         self.tasks.wait().await;
+        // Providers stop only once in-flight sends are done: an SMPP session unbound
+        // before its submits were answered would make them possible duplicates.
+        self.routes.close();
         self.recorder_stop.cancel();
         if let Some(recorder) = self.recorder.lock().await.take() {
             let _ = recorder.await;

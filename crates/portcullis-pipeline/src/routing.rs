@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use portcullis_domain::route;
 use portcullis_domain::{AppId, Channel, ConnectionId, TenantId};
+use portcullis_providers::Secret;
 use portcullis_providers::factory::ProviderFactory;
-use portcullis_providers::ringcentral::{Secret, StateFuture, StateStore};
+use portcullis_providers::ringcentral::{StateFuture, StateStore};
 use portcullis_providers::simulator::{BUILTIN_CONNECTION_ID, Simulator};
 use portcullis_providers::{EventSink, Provider};
 use portcullis_store::{Store, StoreError};
@@ -40,6 +41,9 @@ pub struct Routes {
     providers: RwLock<HashMap<ConnectionId, Loaded>>,
     /// Connections that could not be loaded, and when that was last tried.
     unloadable: Mutex<HashMap<ConnectionId, Instant>>,
+    /// Held while a provider is built, so two workers never build the same connection
+    /// twice (an SMPP provider binds as soon as it exists).
+    building: tokio::sync::Mutex<()>,
     sink: RwLock<Option<EventSink>>,
     /// Each connection's circuit and throttling, as this process's sends saw them.
     pub(crate) health: Health,
@@ -62,7 +66,8 @@ impl Routes {
             PipelineError::Store(StoreError::Config(format!("simulator log file: {e}")))
         })?;
         let factory = ProviderFactory::new(config.public_url.clone())
-            .with_state_store(Arc::new(StoredProviderState(store.clone())));
+            .with_state_store(Arc::new(StoredProviderState(store.clone())))
+            .with_events(sink.clone());
         Ok(Routes {
             store,
             dev_mode: config.dev_mode,
@@ -70,6 +75,7 @@ impl Routes {
             factory,
             providers: RwLock::new(HashMap::new()),
             unloadable: Mutex::new(HashMap::new()),
+            building: tokio::sync::Mutex::new(()),
             sink: RwLock::new(Some(sink)),
             health: Health::new(config.circuit),
             pacer: Pacer::default(),
@@ -104,6 +110,16 @@ impl Routes {
 
     /// Opens a stored connection's configuration and builds its provider.
     async fn load(&self, id: &ConnectionId) -> Result<Option<Loaded>, StoreError> {
+        let _building = self.building.lock().await;
+        // Another worker may have built it while this one waited.
+        if let Some(l) = self
+            .providers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Ok(Some(l.clone()));
+        }
         {
             let mut unloadable = self.unloadable.lock().unwrap_or_else(|p| p.into_inner());
             match unloadable.get(id) {
@@ -138,14 +154,10 @@ impl Routes {
                     provider,
                     owner: conn.tenant_id.clone(),
                 };
-                // Two workers may build the same connection at once: the first one stays.
-                let loaded = self
-                    .providers
+                self.providers
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
-                    .entry(conn.id.clone())
-                    .or_insert(loaded)
-                    .clone();
+                    .insert(conn.id.clone(), loaded.clone());
                 tracing::info!(connection = %conn.id, kind = %conn.kind, "provider connection loaded");
                 Ok(Some(loaded))
             }
@@ -171,6 +183,15 @@ impl Routes {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), Instant::now());
+    }
+
+    /// The running provider of connection `id`, built now if it is not yet; `None` for a
+    /// connection that does not exist or cannot be used.
+    pub async fn provider(
+        &self,
+        id: &ConnectionId,
+    ) -> Result<Option<Arc<dyn Provider>>, StoreError> {
+        Ok(self.loaded(id).await?.map(|l| l.provider))
     }
 
     /// The sink providers report receipts and inbound messages to (None after shutdown).
@@ -268,6 +289,34 @@ impl Routes {
             p.resume(awaiting).await;
         }
         Ok(())
+    }
+
+    /// The state of every running provider connection, for `/readyz`: `ok`; `down:
+    /// <reason>` when the provider cannot send (an SMPP connection not bound) or its circuit
+    /// breaker keeps traffic off it (`down: circuit open`); `probing: circuit half-open`
+    /// while a probe decides.
+    pub fn connection_states(&self) -> Vec<(ConnectionId, String)> {
+        let now = Instant::now();
+        let mut running: Vec<(ConnectionId, Arc<dyn Provider>)> = self
+            .providers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, l)| (id.clone(), l.provider.clone()))
+            .collect();
+        running.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        running
+            .into_iter()
+            .map(|(id, provider)| {
+                let state = match (provider.down(), self.health.state(&id, now)) {
+                    (Some(reason), _) => format!("down: {reason}"),
+                    (None, "open") => "down: circuit open".to_owned(),
+                    (None, "half_open") => "probing: circuit half-open".to_owned(),
+                    (None, _) => "ok".to_owned(),
+                };
+                (id, state)
+            })
+            .collect()
     }
 
     pub(crate) fn close(&self) {

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use portcullis_domain::ConnectionId;
 
-use crate::Provider;
 use crate::ringcentral::{self, RingCentralConfig, RingCentralProvider, StateStore};
+use crate::smpp::{self, SmppConfig, SmppProvider};
 use crate::twilio::{self, TwilioConfig, TwilioProvider};
 use crate::whatsapp::{self, WhatsappConfig, WhatsappProvider};
+use crate::{EventSink, Provider};
 
 /// Why a stored connection could not be turned into a provider. The text never holds a
 /// configuration value.
@@ -23,6 +24,8 @@ pub enum BuildError {
     RingCentral(#[from] ringcentral::ConfigError),
     #[error(transparent)]
     Whatsapp(#[from] whatsapp::ConfigError),
+    #[error(transparent)]
+    Smpp(#[from] smpp::ConfigError),
     #[error("building the HTTP client failed: {0}")]
     HttpClient(String),
 }
@@ -38,6 +41,8 @@ pub struct ProviderFactory {
     state: Arc<dyn StateStore>,
     /// Turned true at shutdown: providers' background tasks (subscription renewal) stop.
     stop: tokio::sync::watch::Sender<bool>,
+    /// Where providers that fetch their statuses themselves report them.
+    events: Option<EventSink>,
 }
 
 impl ProviderFactory {
@@ -47,7 +52,15 @@ impl ProviderFactory {
             http: Mutex::new(None),
             state: Arc::new(ringcentral::NoState),
             stop: tokio::sync::watch::Sender::new(false),
+            events: None,
         }
+    }
+
+    /// Lets providers that look up statuses themselves (RingCentral) report them to
+    /// `events`; without it they report only what their callbacks carry.
+    pub fn with_events(mut self, events: EventSink) -> ProviderFactory {
+        self.events = Some(events);
+        self
     }
 
     /// Keeps providers' state in `state` (the pipeline's, over the database) instead of
@@ -68,10 +81,11 @@ impl ProviderFactory {
     }
 
     /// Whether connections of `kind` can be driven by this build. Every such connection is
-    /// built at start-up, routed or not: RingCentral's must subscribe to its notifications
-    /// before the first message is sent, or inbound replies would not arrive.
+    /// built at start-up, routed or not: an SMPP connection must bind, and RingCentral's
+    /// subscribe to its notifications, before the first message is sent, or inbound
+    /// replies would not arrive.
     pub fn drives(kind: &str) -> bool {
-        [twilio::KIND, ringcentral::KIND, whatsapp::KIND].contains(&kind)
+        [smpp::KIND, twilio::KIND, ringcentral::KIND, whatsapp::KIND].contains(&kind)
     }
 
     /// The provider for connection `id` of type `kind`; `Ok(None)` for a type this build
@@ -110,6 +124,16 @@ impl ProviderFactory {
                     &self.public_url,
                     client,
                     self.state.clone(),
+                    self.events.clone(),
+                    self.stop.subscribe(),
+                ))))
+            }
+            smpp::KIND => {
+                let config = SmppConfig::from_json(config)?;
+                Ok(Some(Arc::new(SmppProvider::start(
+                    id,
+                    config,
+                    self.events.clone(),
                     self.stop.subscribe(),
                 ))))
             }

@@ -9,9 +9,11 @@
 //! records those durably; an event that needs an acknowledgement towards the provider (an
 //! SMPP `deliver_sm_resp`) carries an [`Ack`] that is fired only after the commit.
 
+mod config;
 pub mod factory;
 pub mod ringcentral;
 pub mod simulator;
+pub mod smpp;
 pub mod twilio;
 pub mod whatsapp;
 
@@ -144,6 +146,23 @@ pub trait Provider: Send + Sync + 'static {
         None
     }
 
+    /// The most messages per second the whole connection may send (SMPP `tps`); `None`:
+    /// no cap. Paced like [`Provider::sender_rate`], so a burst queues.
+    fn connection_rate(&self) -> Option<f64> {
+        None
+    }
+
+    /// Why the connection cannot send at all right now (an SMPP connection with no bound
+    /// session), for `/readyz`; `None` when it can, or cannot tell.
+    fn down(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The provider's notification said its records changed without saying how
+    /// (RingCentral's message-store events carry counts, not statuses): look them up now.
+    /// Providers whose callbacks carry the status ignore this.
+    fn records_changed(&self) {}
+
     /// Called once at start-up with the messages this connection accepted earlier and has
     /// not yet reported on, so providers that keep state outside our process can pick them
     /// up again. Most providers report by themselves and ignore this.
@@ -188,6 +207,33 @@ pub enum ProviderEvent {
 /// Where providers send their events. Bounded: a provider that outruns the recorder waits
 /// (and so, for SMPP, stops acknowledging), which is the back-pressure we want.
 pub type EventSink = mpsc::Sender<ProviderEvent>;
+
+/// A credential or token: printed as `Secret([REDACTED])`, wiped from memory when dropped,
+/// and readable only inside this crate.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(zeroize::Zeroizing<String>);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: String) -> Secret {
+        Secret(zeroize::Zeroizing::new(value))
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The value, for a [`StateStore`](ringcentral::StateStore) to seal it (the one use outside this crate).
+    pub fn expose_to_store(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([REDACTED])")
+    }
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

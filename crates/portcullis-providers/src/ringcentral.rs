@@ -34,6 +34,7 @@
 //! when dropped), and error details are built from RingCentral's error codes, never from
 //! its messages (which quote parameters).
 
+use crate::config;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -44,11 +45,12 @@ use portcullis_domain::{Channel, ConnectionId, MessageStatus, SenderId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use zeroize::Zeroizing;
 
 use crate::{
-    Accepted, INVALID_NUMBER, OutboundMessage, Provider, ProviderError, now_ms, parse_retry_after,
+    Accepted, EventSink, INVALID_NUMBER, OutboundMessage, Provider, ProviderError, ProviderEvent,
+    ReceiptEvent, now_ms, parse_retry_after,
 };
 
 /// The connection type (`connections create --type ringcentral`).
@@ -72,6 +74,20 @@ pub const SUBSCRIPTION: &str = "subscription";
 /// The subscription lifetime asked for when the connection names none: RingCentral's
 /// default for WebHook subscriptions (7 days).
 pub const DEFAULT_SUBSCRIPTION_SECONDS: u64 = 604_800;
+
+/// The name the message-sync token is kept under.
+pub const SYNC: &str = "message_sync";
+
+/// How often the outbound records are synced without a notification asking for it.
+const SYNC_INTERVAL: Duration = Duration::from_secs(300);
+
+/// How far back the first (full) sync looks.
+const FULL_SYNC_SPAN_MS: i64 = 86_400_000;
+
+/// Incremental syncs in one go, and the page size RingCentral answers with when more
+/// changes are waiting (its default `recordCount` is 250).
+const SYNC_PAGES: usize = 20;
+const SYNC_PAGE_FULL: usize = 250;
 
 /// How long a failed subscription attempt waits before the next one.
 const SUBSCRIPTION_RETRY: Duration = Duration::from_secs(30);
@@ -97,31 +113,7 @@ const FIELDS: [&str; 10] = [
     "subscription_expires_in",
 ];
 
-/// A credential or token: printed as `Secret([REDACTED])`, wiped from memory when dropped,
-/// and readable only inside this crate.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Zeroizing<String>);
-
-impl Secret {
-    pub fn new(value: String) -> Secret {
-        Secret(Zeroizing::new(value))
-    }
-
-    fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The value, for a [`StateStore`] to seal it (the one use outside this crate).
-    pub fn expose_to_store(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([REDACTED])")
-    }
-}
+pub use crate::Secret;
 
 /// Why a stored RingCentral configuration cannot be used. The message names the field,
 /// never its value.
@@ -169,16 +161,8 @@ impl RingCentralConfig {
     /// stand-in, since every request carries a credential).
     pub fn from_json(value: &serde_json::Value) -> Result<RingCentralConfig, ConfigError> {
         let err = |m: &str| Err(ConfigError(m.to_owned()));
-        let Some(obj) = value.as_object() else {
-            return err("must be a JSON object");
-        };
-        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(ConfigError(format!(
-                "unknown field {unknown:?} (expected {})",
-                FIELDS.join(", ")
-            )));
-        }
-        let string = |name: &str| string_field(obj, name);
+        let obj = config::object(value, &FIELDS).map_err(ConfigError)?;
+        let string = |name: &str| config::string(obj, name).map_err(ConfigError);
         let Some(client_id) = string("client_id")?.filter(|s| !s.trim().is_empty()) else {
             return err("client_id is required");
         };
@@ -237,14 +221,12 @@ impl RingCentralConfig {
                 .collect::<Result<Vec<_>, _>>()?,
             _ => return err("from_numbers must be a non-empty array of sender numbers"),
         };
-        let base_url = parse_base_url(string("base_url")?.unwrap_or(DEFAULT_BASE_URL))?;
-        let sender_mps = match obj.get("sender_mps") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => match v.as_f64() {
-                Some(n) if n > 0.0 && n.is_finite() => Some(n),
-                _ => return err("sender_mps must be a positive number"),
-            },
-        };
+        let base_url = config::base_url(
+            string("base_url")?.unwrap_or(DEFAULT_BASE_URL),
+            DEFAULT_BASE_URL,
+        )
+        .map_err(ConfigError)?;
+        let sender_mps = config::rate(obj, "sender_mps").map_err(ConfigError)?;
         let subscription_expires_in = match obj.get("subscription_expires_in") {
             None | Some(serde_json::Value::Null) => DEFAULT_SUBSCRIPTION_SECONDS,
             Some(v) => match v.as_u64() {
@@ -271,44 +253,6 @@ impl RingCentralConfig {
             _ => self.from_numbers.first().map_or("", String::as_str),
         }
     }
-}
-
-/// An optional string field of the configuration object.
-fn string_field<'a>(
-    obj: &'a serde_json::Map<String, serde_json::Value>,
-    name: &str,
-) -> Result<Option<&'a str>, ConfigError> {
-    match obj.get(name) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(s.as_str())),
-        Some(_) => Err(ConfigError(format!("{name} must be a string"))),
-    }
-}
-
-fn parse_base_url(raw: &str) -> Result<String, ConfigError> {
-    let bad = |why: &str| Err(ConfigError(format!("base_url {why}")));
-    let Ok(url) = reqwest::Url::parse(raw) else {
-        return bad("is not a URL");
-    };
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => return bad("has no host"),
-    };
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        "http" => return bad("must use https:// (plain http only for a loopback stand-in)"),
-        _ => return bad("must be an https:// URL"),
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return bad("must not carry credentials");
-    }
-    if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
-        return bad("must be the API host root, like https://platform.ringcentral.com");
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// The URL RingCentral is told to deliver a connection's notifications to.
@@ -475,18 +419,22 @@ struct Inner {
     /// concurrent senders wait for it instead of each spending the (single-use) refresh
     /// token. The flag says whether the stored tokens were consulted yet.
     refresh: tokio::sync::Mutex<bool>,
+    /// Woken when a notification says outbound records changed: time to sync.
+    changed: tokio::sync::Notify,
 }
 
 impl RingCentralProvider {
-    /// A provider for `connection_id`, and its subscription task: it makes sure a webhook
-    /// subscription to [`callback_url`]`(public_url, …)` exists and renews it ahead of
-    /// expiry until `stop` turns true (or its sender is dropped).
+    /// A provider for `connection_id`, and its tasks until `stop` turns true (or its
+    /// sender is dropped): one makes sure a webhook subscription to
+    /// [`callback_url`]`(public_url, …)` exists and renews it ahead of expiry; with
+    /// `events`, another reports delivery statuses there (see [`Inner::sync`]).
     pub fn start(
         connection_id: ConnectionId,
         config: RingCentralConfig,
         public_url: &str,
         client: reqwest::Client,
         state: Arc<dyn StateStore>,
+        events: Option<EventSink>,
         stop: watch::Receiver<bool>,
     ) -> RingCentralProvider {
         let inner = Arc::new(Inner {
@@ -497,8 +445,12 @@ impl RingCentralProvider {
             state,
             tokens: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(false),
+            changed: tokio::sync::Notify::new(),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            if let Some(events) = events {
+                handle.spawn(maintain_sync(inner.clone(), events, stop.clone()));
+            }
             handle.spawn(maintain_subscription(inner.clone(), stop));
         }
         RingCentralProvider { inner }
@@ -513,6 +465,11 @@ impl Provider for RingCentralProvider {
 
     fn sender_rate(&self) -> Option<f64> {
         self.inner.config.sender_mps
+    }
+
+    fn records_changed(&self) {
+        // A permit is kept if a sync is running: it runs once more after, never twice.
+        self.inner.changed.notify_one();
     }
 
     /// One `POST …/extension/~/sms`. A `401` means the token was revoked or expired early:
@@ -721,12 +678,17 @@ impl Inner {
         tokens: &Tokens,
         body: &serde_json::Value,
     ) -> Result<(u16, Option<Duration>, Vec<u8>), ProviderError> {
-        let response = self
-            .client
-            .post(url)
+        self.api(self.client.post(url).json(body), tokens).await
+    }
+
+    async fn api(
+        &self,
+        request: reqwest::RequestBuilder,
+        tokens: &Tokens,
+    ) -> Result<(u16, Option<Duration>, Vec<u8>), ProviderError> {
+        let response = request
             .bearer_auth(&tokens.access_token)
             .header(reqwest::header::ACCEPT, "application/json")
-            .json(body)
             .send()
             .await;
         read(response).await
@@ -746,6 +708,134 @@ impl Inner {
             answer = self.post_json(url, &tokens, body).await?;
         }
         Ok((answer.0, answer.2))
+    }
+
+    /// A `GET`, with one retry on `401`; `Retry-After` is kept for a `429`.
+    async fn get(&self, url: &str) -> Result<(u16, Option<Duration>, Vec<u8>), ProviderError> {
+        let tokens = self.access_token().await?;
+        let answer = self.api(self.client.get(url), &tokens).await?;
+        if answer.0 != 401 {
+            return Ok(answer);
+        }
+        self.invalidate(&tokens);
+        let tokens = self.access_token().await?;
+        self.api(self.client.get(url), &tokens).await
+    }
+
+    /// Reports the statuses of the outbound SMS records changed since the last look.
+    ///
+    /// RingCentral's message-store notifications say only that records changed (counts and
+    /// ids, no status), so the statuses are read through its message sync
+    /// (`GET …/extension/~/message-sync`, guide/messaging/message-store/message-sync): a
+    /// full sync (`syncType=FSync`) from a day back the first time, then incremental ones
+    /// (`syncType=ISync&syncToken=…`) returning what changed since the token. The token
+    /// is kept sealed with the connection's other state and moves on only once every
+    /// receipt of a page is durably recorded: a crash in between repeats receipts (which
+    /// change nothing the second time) instead of losing them.
+    async fn sync(&self, events: &EventSink) -> Result<usize, ProviderError> {
+        let mut reported = 0;
+        for _ in 0..SYNC_PAGES {
+            let stored = self
+                .state
+                .load(&self.connection_id, SYNC)
+                .await
+                .map_err(|e| ProviderError::unavailable(format!("reading the sync token: {e}")))?
+                .and_then(|s| serde_json::from_str::<SyncPosition>(s.expose()).ok());
+            let base = format!(
+                "{}/restapi/v1.0/account/~/extension/~/message-sync",
+                self.config.base_url
+            );
+            let url = match &stored {
+                Some(p) => format!("{base}?syncType=ISync&syncToken={}", url_segment(&p.token)),
+                None => {
+                    let from = jiff::Timestamp::from_millisecond(now_ms() - FULL_SYNC_SPAN_MS)
+                        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                    format!("{base}?syncType=FSync&messageType=SMS&dateFrom={from:.3}")
+                }
+            };
+            let (status, retry_after, bytes) = self.get(&url).await?;
+            if stored.is_some() && status == 400 {
+                // The token expired or was invalidated on RingCentral's side: start over
+                // with a full sync (receipts already recorded change nothing again).
+                tracing::warn!(connection = %self.connection_id, "ringcentral: message sync token refused; starting a full sync");
+                self.save_sync(None).await?;
+                continue;
+            }
+            if !(200..300).contains(&status) {
+                return Err(map_error(status, retry_after, &bytes, "message sync"));
+            }
+            let page: SyncPage = serde_json::from_slice(&bytes)
+                .map_err(|_| ProviderError::unavailable("ringcentral: unreadable message sync"))?;
+            let mut recorded = Vec::new();
+            for record in &page.records {
+                let Some(receipt) = self.receipt_of(record) else {
+                    continue;
+                };
+                let (ack, done) = oneshot::channel();
+                events
+                    .send(ProviderEvent::Receipt(receipt, Some(ack)))
+                    .await
+                    .map_err(|_| ProviderError::unavailable("the gateway is shutting down"))?;
+                recorded.push(done);
+            }
+            for done in recorded {
+                done.await.map_err(|_| {
+                    ProviderError::unavailable("a receipt could not be recorded; syncing again")
+                })?;
+                reported += 1;
+            }
+            let more = page.records.len() >= SYNC_PAGE_FULL && stored.is_some();
+            self.save_sync(page.sync_info.and_then(|i| i.sync_token))
+                .await?;
+            if !more {
+                break;
+            }
+        }
+        Ok(reported)
+    }
+
+    /// The receipt a synced record carries: an outbound SMS of this connection's numbers
+    /// in a final state. Other records (inbound, still queued, another extension user's
+    /// numbers) are none of ours.
+    fn receipt_of(&self, record: &SyncRecord) -> Option<ReceiptEvent> {
+        if record.direction.as_deref() != Some("Outbound")
+            || record.kind.as_deref().is_some_and(|t| t != "SMS")
+        {
+            return None;
+        }
+        let from = record.from.as_ref().and_then(|f| f.phone_number.as_deref());
+        if !from.is_some_and(|f| self.config.from_numbers.iter().any(|n| n == f)) {
+            return None;
+        }
+        let status = receipt_status(record.message_status.as_deref()?)?;
+        let id = id_text(record.id.as_ref()?)?;
+        let detail = safe_code(record.delivery_error_code.as_deref())
+            .map(|c| format!("ringcentral error {c}"));
+        let at = record
+            .last_modified_time
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map_or_else(now_ms, |t| t.as_millisecond());
+        Some(ReceiptEvent {
+            connection_id: self.connection_id.clone(),
+            provider_message_id: id,
+            status: status.into(),
+            detail,
+            at,
+        })
+    }
+
+    async fn save_sync(&self, token: Option<String>) -> Result<(), ProviderError> {
+        let value = match token {
+            Some(token) => serde_json::to_string(&SyncPosition { token })
+                .map_err(|e| ProviderError::unavailable(format!("encoding the sync token: {e}")))?,
+            // An empty record reads back as none: the next sync is a full one.
+            None => String::new(),
+        };
+        self.state
+            .save(&self.connection_id, SYNC, Secret::new(value))
+            .await
+            .map_err(|e| ProviderError::unavailable(format!("saving the sync token: {e}")))
     }
 
     /// Makes sure a live subscription delivers to our address; returns when to look again.
@@ -859,6 +949,37 @@ async fn maintain_subscription(inner: Arc<Inner>, mut stop: watch::Receiver<bool
     }
 }
 
+/// Syncs the connection's outbound records when a notification says they changed, and
+/// every [`SYNC_INTERVAL`] in case a notification was missed (RingCentral does not retry
+/// a failed webhook delivery for long), until `stop`.
+async fn maintain_sync(inner: Arc<Inner>, events: EventSink, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let wait = match inner.sync(&events).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::debug!(connection = %inner.connection_id, receipts = n, "ringcentral: message sync");
+                }
+                SYNC_INTERVAL
+            }
+            Err(e) => {
+                tracing::warn!(connection = %inner.connection_id, error = %e, "ringcentral: message sync failed; trying again");
+                e.retry_after().unwrap_or(SUBSCRIPTION_RETRY)
+            }
+        };
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            _ = inner.changed.notified() => false,
+            changed = stop.changed() => changed.is_err(),
+        };
+        if stopped {
+            return;
+        }
+    }
+}
+
 /// A verification token: 32 random bytes from the OS, hex (RingCentral allows up to 64
 /// characters).
 fn random_token() -> String {
@@ -933,6 +1054,49 @@ impl SubscriptionAnswer {
     fn lifetime_ms(&self) -> i64 {
         (self.expires_in.unwrap_or(0).max(1) as i64).saturating_mul(1000)
     }
+}
+
+/// Where the message sync stands (kept sealed like the tokens).
+#[derive(Serialize, Deserialize)]
+struct SyncPosition {
+    token: String,
+}
+
+/// One page of `GET …/message-sync`.
+#[derive(Deserialize)]
+struct SyncPage {
+    #[serde(default)]
+    records: Vec<SyncRecord>,
+    #[serde(rename = "syncInfo")]
+    sync_info: Option<SyncInfo>,
+}
+
+#[derive(Deserialize)]
+struct SyncInfo {
+    #[serde(rename = "syncToken")]
+    sync_token: Option<String>,
+}
+
+/// The fields of a message record the sync needs.
+#[derive(Deserialize)]
+struct SyncRecord {
+    id: Option<serde_json::Value>,
+    direction: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(rename = "messageStatus")]
+    message_status: Option<String>,
+    from: Option<SyncParty>,
+    #[serde(rename = "deliveryErrorCode")]
+    delivery_error_code: Option<String>,
+    #[serde(rename = "lastModifiedTime")]
+    last_modified_time: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SyncParty {
+    #[serde(rename = "phoneNumber")]
+    phone_number: Option<String>,
 }
 
 fn read_subscription(bytes: &[u8]) -> Result<SubscriptionAnswer, ProviderError> {

@@ -29,6 +29,7 @@
 //! (redacted when printed), and error details are built from Twilio's numeric codes, never
 //! from its error text (which quotes the recipient's number).
 
+use crate::config;
 use std::fmt;
 use std::time::Duration;
 
@@ -64,9 +65,11 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The configuration fields a Twilio connection may have (API.md, "Command line").
-const FIELDS: [&str; 5] = [
+const FIELDS: [&str; 7] = [
     "account_sid",
     "auth_token",
+    "api_key_sid",
+    "api_key_secret",
     "from_numbers",
     "base_url",
     "sender_mps",
@@ -106,6 +109,10 @@ pub struct TwilioConfig {
     /// `AC` followed by 32 hexadecimal digits.
     pub account_sid: String,
     pub auth_token: AuthToken,
+    /// An API key (`SK…` and its secret) to call the API with instead of the auth token,
+    /// which is then only the key of callback signatures (Twilio signs with it whatever
+    /// credential made the request).
+    pub api_key: Option<(String, AuthToken)>,
     /// The numbers (or alphanumeric sender ids) this account may send from, canonical; the
     /// first is the default.
     pub from_numbers: Vec<String>,
@@ -122,16 +129,8 @@ impl TwilioConfig {
     /// local stand-in), since every request carries the auth token.
     pub fn from_json(value: &serde_json::Value) -> Result<TwilioConfig, ConfigError> {
         let err = |m: String| Err(ConfigError(m));
-        let Some(obj) = value.as_object() else {
-            return err("must be a JSON object".into());
-        };
-        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return err(format!(
-                "unknown field {unknown:?} (expected {})",
-                FIELDS.join(", ")
-            ));
-        }
-        let string = |name: &str| string_field(obj, name);
+        let obj = config::object(value, &FIELDS).map_err(ConfigError)?;
+        let string = |name: &str| config::string(obj, name).map_err(ConfigError);
 
         let Some(account_sid) = string("account_sid")? else {
             return err("account_sid is required".into());
@@ -149,6 +148,20 @@ impl TwilioConfig {
             _ => return err("auth_token is required".into()),
         };
 
+        let api_key = match (string("api_key_sid")?, string("api_key_secret")?) {
+            (None, None) => None,
+            (Some(sid), Some(secret)) if !secret.trim().is_empty() => {
+                if !(sid.len() == 34
+                    && sid.starts_with("SK")
+                    && sid[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+                {
+                    return err("api_key_sid must be SK followed by 32 hexadecimal digits".into());
+                }
+                Some((sid.to_owned(), AuthToken::new(secret.to_owned())))
+            }
+            _ => return err("api_key_sid and api_key_secret go together".into()),
+        };
+
         let from_numbers = match obj.get("from_numbers") {
             Some(serde_json::Value::Array(items)) if !items.is_empty() => items
                 .iter()
@@ -164,19 +177,18 @@ impl TwilioConfig {
             _ => return err("from_numbers must be a non-empty array of sender numbers".into()),
         };
 
-        let base_url = parse_base_url(string("base_url")?.unwrap_or(DEFAULT_BASE_URL))?;
+        let base_url = config::base_url(
+            string("base_url")?.unwrap_or(DEFAULT_BASE_URL),
+            DEFAULT_BASE_URL,
+        )
+        .map_err(ConfigError)?;
 
-        let sender_mps = match obj.get("sender_mps") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => match v.as_f64() {
-                Some(n) if n > 0.0 && n.is_finite() => Some(n),
-                _ => return err("sender_mps must be a positive number".into()),
-            },
-        };
+        let sender_mps = config::rate(obj, "sender_mps").map_err(ConfigError)?;
 
         Ok(TwilioConfig {
             account_sid: account_sid.to_owned(),
             auth_token,
+            api_key,
             from_numbers,
             base_url,
             sender_mps,
@@ -200,44 +212,6 @@ impl TwilioConfig {
             _ => self.from_numbers.first().map_or("", String::as_str),
         }
     }
-}
-
-/// An optional string field of the configuration object.
-fn string_field<'a>(
-    obj: &'a serde_json::Map<String, serde_json::Value>,
-    name: &str,
-) -> Result<Option<&'a str>, ConfigError> {
-    match obj.get(name) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(s.as_str())),
-        Some(_) => Err(ConfigError(format!("{name} must be a string"))),
-    }
-}
-
-fn parse_base_url(raw: &str) -> Result<String, ConfigError> {
-    let bad = |why: &str| Err(ConfigError(format!("base_url {why}")));
-    let Ok(url) = reqwest::Url::parse(raw) else {
-        return bad("is not a URL");
-    };
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => return bad("has no host"),
-    };
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        "http" => return bad("must use https:// (plain http only for a loopback stand-in)"),
-        _ => return bad("must be an https:// URL"),
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return bad("must not carry credentials");
-    }
-    if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
-        return bad("must be the API host root, like https://api.twilio.com");
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// The URL Twilio is told to call for a connection's callbacks (`leaf` is `status` or
@@ -320,13 +294,18 @@ impl Provider for TwilioProvider {
             code: "provider_refused".to_owned(),
             detail: format!("encoding the Twilio request failed: {e}"),
         })?;
+        // Basic auth: an API key where one is configured, else the account and its token.
+        let (user, password) = match &self.config.api_key {
+            Some((sid, secret)) => (sid.as_str(), secret.expose()),
+            None => (
+                self.config.account_sid.as_str(),
+                self.config.auth_token.expose(),
+            ),
+        };
         let response = self
             .client
             .post(&self.messages_url)
-            .basic_auth(
-                &self.config.account_sid,
-                Some(self.config.auth_token.expose()),
-            )
+            .basic_auth(user, Some(password))
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
@@ -793,6 +772,21 @@ mod tests {
         assert!(with("base_url", json!("https://api.twilio.com/2010-04-01")).contains("host root"));
         assert!(with("base_url", json!("https://u:p@api.twilio.com")).contains("credentials"));
         assert!(with("sender_mps", json!(0)).contains("sender_mps"));
+        assert!(
+            with("api_key_sid", json!("SK0123456789abcdef0123456789abcdef")).contains("together")
+        );
+        let mut keyed = valid();
+        keyed["api_key_sid"] = json!("SK0123");
+        keyed["api_key_secret"] = json!("k3y-s3cret");
+        let e = config(keyed.clone()).unwrap_err().to_string();
+        assert!(
+            e.contains("api_key_sid") && !e.contains("k3y-s3cret"),
+            "{e}"
+        );
+        keyed["api_key_sid"] = json!("SK0123456789abcdef0123456789abcdef");
+        let keyed = config(keyed).unwrap();
+        assert!(keyed.api_key.is_some());
+        assert!(!format!("{keyed:?}").contains("k3y-s3cret"));
         let e = with("auth_tokn", json!("s3cr3t"));
         assert!(e.contains("auth_tokn") && !e.contains("s3cr3t"), "{e}");
         // A loopback stand-in may be plain HTTP.

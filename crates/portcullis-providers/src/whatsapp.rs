@@ -30,6 +30,7 @@
 //! error details are built from Graph's numeric codes, never its message text (which can
 //! quote the recipient).
 
+use crate::config;
 use std::fmt;
 use std::time::Duration;
 
@@ -131,22 +132,8 @@ impl WhatsappConfig {
     /// carries the access token.
     pub fn from_json(value: &serde_json::Value) -> Result<WhatsappConfig, ConfigError> {
         let err = |m: String| Err(ConfigError(m));
-        let Some(obj) = value.as_object() else {
-            return err("must be a JSON object".into());
-        };
-        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return err(format!(
-                "unknown field {unknown:?} (expected {})",
-                FIELDS.join(", ")
-            ));
-        }
-        let string = |name: &str| -> Result<Option<&str>, ConfigError> {
-            match obj.get(name) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::String(s)) => Ok(Some(s.as_str())),
-                Some(_) => Err(ConfigError(format!("{name} must be a string"))),
-            }
-        };
+        let obj = config::object(value, &FIELDS).map_err(ConfigError)?;
+        let string = |name: &str| config::string(obj, name).map_err(ConfigError);
         let secret = |name: &str| -> Result<Secret, ConfigError> {
             match string(name)? {
                 Some(t) if !t.trim().is_empty() => Ok(Secret::new(t.to_owned())),
@@ -165,7 +152,11 @@ impl WhatsappConfig {
         let access_token = secret("access_token")?;
         let app_secret = secret("app_secret")?;
         let verify_token = secret("verify_token")?;
-        let base_url = parse_base_url(string("base_url")?.unwrap_or(DEFAULT_BASE_URL))?;
+        let base_url = config::base_url(
+            string("base_url")?.unwrap_or(DEFAULT_BASE_URL),
+            DEFAULT_BASE_URL,
+        )
+        .map_err(ConfigError)?;
         let api_version = match string("api_version")? {
             None => DEFAULT_API_VERSION.to_owned(),
             Some(v)
@@ -180,13 +171,7 @@ impl WhatsappConfig {
             }
             Some(_) => return err("api_version must look like v21.0".into()),
         };
-        let sender_mps = match obj.get("sender_mps") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => match v.as_f64() {
-                Some(n) if n > 0.0 && n.is_finite() => Some(n),
-                _ => return err("sender_mps must be a positive number".into()),
-            },
-        };
+        let sender_mps = config::rate(obj, "sender_mps").map_err(ConfigError)?;
         Ok(WhatsappConfig {
             phone_number_id,
             access_token,
@@ -205,32 +190,6 @@ impl WhatsappConfig {
             self.base_url, self.api_version, self.phone_number_id
         )
     }
-}
-
-fn parse_base_url(raw: &str) -> Result<String, ConfigError> {
-    let bad = |why: &str| Err(ConfigError(format!("base_url {why}")));
-    let Ok(url) = reqwest::Url::parse(raw) else {
-        return bad("is not a URL");
-    };
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => return bad("has no host"),
-    };
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        "http" => return bad("must use https:// (plain http only for a loopback stand-in)"),
-        _ => return bad("must be an https:// URL"),
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return bad("must not carry credentials");
-    }
-    if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
-        return bad("must be the API host root, like https://graph.facebook.com");
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// The JSON body of a send. The recipient is E.164 without its `+`, as Meta's examples

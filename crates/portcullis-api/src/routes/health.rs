@@ -36,7 +36,9 @@ pub struct Readiness {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Checks {
     pub database: String,
-    /// Per provider connection: `bound` or `down: <reason>`.
+    /// Per running provider connection: `ok`, `down: <reason>` (`down: not bound` for an
+    /// SMPP connection without a session, `down: circuit open`) or `probing: circuit
+    /// half-open`.
     pub connections: BTreeMap<String, String>,
 }
 
@@ -53,8 +55,14 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
         tracing::warn!(error = %e, "readiness: database check failed");
         return Err(ApiError::internal("database unreachable"));
     }
-    let connections: BTreeMap<String, String> = BTreeMap::new();
-    let degraded = connections.values().any(|v| v != "bound");
+    let connections: BTreeMap<String, String> = state
+        .pipeline
+        .routes()
+        .connection_states()
+        .into_iter()
+        .map(|(id, s)| (id.as_str().to_owned(), s))
+        .collect();
+    let degraded = connections.values().any(|v| v != "ok");
     Ok(Json(Readiness {
         status: if degraded { "degraded" } else { "ok" }.to_owned(),
         checks: Checks {

@@ -13,7 +13,9 @@
 //!
 //! Instant SMS notifications become inbound messages (deduplicated downstream by the
 //! message id), outbound message records carrying `messageStatus` become receipts (moving
-//! a message only forward). Each is answered only after the pipeline recorded it.
+//! a message only forward); each is answered only after the pipeline recorded it. A
+//! message-store change notification carries no status: it wakes the provider's message
+//! sync, which fetches the changed records and reports their statuses.
 
 use axum::Extension;
 use axum::body::Bytes;
@@ -136,7 +138,20 @@ pub async fn notification(
         return Ok(StatusCode::OK.into_response());
     }
 
-    // Outbound records: one, or a list of them.
+    // A message-store change: counts and message ids, no statuses (RingCentral's message
+    // event). The provider reads the changed records through its message sync and reports
+    // their statuses itself; the sync token it keeps makes that safe to answer now.
+    if event.get("changes").is_some() {
+        match state.pipeline.routes().provider(&id).await? {
+            Some(provider) => provider.records_changed(),
+            None => {
+                tracing::warn!(connection = %id, "ringcentral: change notification for a connection that is not running")
+            }
+        }
+        return Ok(StatusCode::OK.into_response());
+    }
+
+    // Outbound records carrying their status: one, or a list of them.
     let records: Vec<&Value> = match event.get("records").and_then(Value::as_array) {
         Some(list) => list.iter().collect(),
         None => vec![event],

@@ -154,6 +154,15 @@ async fn an_outage_fails_over_and_the_circuit_recovers(backend: Backend) {
         );
     }
 
+    // Readiness names the primary as not ok (open, or half-open once the open period is
+    // over with no probe yet) and the gateway as degraded, still serving.
+    let (code, ready) = app.get("/readyz", &app.admin_key).await;
+    assert_eq!(code, 200, "{ready}");
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    let state = ready["checks"]["connections"][a.as_str()].as_str().unwrap();
+    assert!(state.contains("circuit"), "{ready}");
+    assert_eq!(ready["checks"]["connections"][b.as_str()], "ok", "{ready}");
+
     // The outage ends; after the open period one probe closes the circuit and the primary
     // carries traffic again.
     primary.outage(None);
@@ -171,6 +180,9 @@ async fn an_outage_fails_over_and_the_circuit_recovers(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(backup.submitted().len() >= 12);
+    let (_, ready) = app.get("/readyz", &app.admin_key).await;
+    assert_eq!(ready["status"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["connections"][a.as_str()], "ok", "{ready}");
     app.stop().await;
 }
 

@@ -20,6 +20,10 @@ mod policy;
 mod realtime;
 mod ringcentral;
 mod shared_limits;
+mod smpp;
+// The SMPP test peer; not every helper is used by every test yet.
+#[allow(dead_code)]
+mod smpp_peer;
 mod twilio;
 mod webhooks;
 mod whatsapp;

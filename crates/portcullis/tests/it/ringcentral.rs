@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -55,6 +55,14 @@ struct RcState {
     /// (id, address, verification token)
     subscriptions: Vec<(String, String, String)>,
     renewals: usize,
+    /// The message store's outbound records by id, and the ids in the order they changed
+    /// (what the message sync reads from).
+    records: HashMap<String, Value>,
+    changes: Vec<String>,
+    /// Sync tokens handed out: token → position in `changes`.
+    sync_tokens: HashMap<String, usize>,
+    full_syncs: usize,
+    incremental_syncs: usize,
     handshakes_ok: usize,
 }
 
@@ -102,6 +110,10 @@ impl Fake {
             )
             .route("/restapi/v1.0/subscription", axum::routing::post(subscribe))
             .route(
+                "/restapi/v1.0/account/~/extension/~/message-sync",
+                axum::routing::get(message_sync),
+            )
+            .route(
                 "/restapi/v1.0/subscription/{id}/renew",
                 axum::routing::post(renew),
             )
@@ -143,6 +155,19 @@ impl Fake {
             req = req.header("Verification-Token", t);
         }
         req.send().await.unwrap().status().as_u16()
+    }
+
+    /// Moves an outbound record to `status` in the message store, as the carrier's report
+    /// does on RingCentral's side.
+    fn set_status(&self, id: &str, status: &str, error_code: Option<&str>) {
+        let mut st = self.st();
+        let record = st.records.get_mut(id).expect("a record the gateway sent");
+        record["messageStatus"] = json!(status);
+        record["lastModifiedTime"] = json!(jiff::Timestamp::now().to_string());
+        if let Some(code) = error_code {
+            record["deliveryErrorCode"] = json!(code);
+        }
+        st.changes.push(id.to_owned());
     }
 
     fn verification_token(&self) -> String {
@@ -253,7 +278,7 @@ async fn sms(
         200,
         Some(id.clone()),
     ));
-    Json(json!({
+    let record = json!({
         "uri": format!("https://platform.ringcentral.com/restapi/v1.0/account/1/extension/1/message-store/{id}"),
         "id": id.parse::<u64>().unwrap(),
         "to": [{"phoneNumber": to}],
@@ -261,7 +286,74 @@ async fn sms(
         "type": "SMS",
         "direction": "Outbound",
         "messageStatus": "Queued",
+        "readStatus": "Read",
+        "creationTime": jiff::Timestamp::now().to_string(),
+        "lastModifiedTime": jiff::Timestamp::now().to_string(),
         "subject": text,
+    });
+    st.records.insert(id.clone(), record.clone());
+    st.changes.push(id);
+    Json(record).into_response()
+}
+
+/// `GET …/message-sync`: a full sync (`FSync`, from `dateFrom`) or the records changed
+/// since a token (`ISync`), each answered with a new token, as RingCentral documents.
+async fn message_sync(
+    State(state): State<Arc<Mutex<RcState>>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut st = state.lock().unwrap();
+    if !bearer_ok(&st, &headers) {
+        return rc_error(401, "OAU-128", None);
+    }
+    let (ids, sync_type): (Vec<String>, &str) = match q.get("syncType").map(String::as_str) {
+        Some("FSync") => {
+            let Some(from) = q
+                .get("dateFrom")
+                .and_then(|d| d.parse::<jiff::Timestamp>().ok())
+            else {
+                return rc_error(400, "CMN-101", Some("dateFrom"));
+            };
+            assert_eq!(q.get("messageType").map(String::as_str), Some("SMS"));
+            st.full_syncs += 1;
+            let ids = st
+                .records
+                .iter()
+                .filter(|(_, r)| {
+                    r["creationTime"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<jiff::Timestamp>()
+                        .unwrap()
+                        >= from
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            (ids, "FSync")
+        }
+        Some("ISync") => {
+            let Some(&at) = q.get("syncToken").and_then(|t| st.sync_tokens.get(t)) else {
+                return rc_error(400, "MSG-333", Some("syncToken"));
+            };
+            st.incremental_syncs += 1;
+            let mut ids: Vec<String> = st.changes[at..].to_vec();
+            ids.dedup();
+            (ids, "ISync")
+        }
+        _ => return rc_error(400, "CMN-101", Some("syncType")),
+    };
+    let token = format!("dGVzdC1zeW5j{}", crate::helpers::random_alnum(16));
+    let position = st.changes.len();
+    st.sync_tokens.insert(token.clone(), position);
+    let records: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| st.records.get(id).cloned())
+        .collect();
+    Json(json!({
+        "records": records,
+        "syncInfo": {"syncType": sync_type, "syncToken": token,
+                     "syncTime": jiff::Timestamp::now().to_string(), "olderRecords": false},
     }))
     .into_response()
 }
@@ -396,9 +488,12 @@ async fn send_then_a_status_notification_delivers(backend: Backend) {
         format!("{}/providers/ringcentral/{conn}", app.base)
     );
 
-    // A forged notification (wrong or no Verification-Token): 403, nothing changes.
-    let delivered =
-        json!({"id": pid, "direction": "Outbound", "type": "SMS", "messageStatus": "Delivered"});
+    // The carrier reports delivery; RingCentral's notification says only that a record
+    // changed. A forged one (wrong or no Verification-Token): 403, nothing changes.
+    fake.set_status(&pid, "Delivered", None);
+    let delivered = json!({"extensionId": "1", "ownerId": "1",
+        "lastUpdated": jiff::Timestamp::now().to_string(),
+        "changes": [{"type": "SMS", "newCount": 0, "updatedCount": 1}]});
     assert_eq!(
         fake.notify(Some("forged"), STATUS_EVENT, delivered.clone())
             .await,
@@ -417,11 +512,20 @@ async fn send_then_a_status_notification_delivers(backend: Backend) {
             .await,
         200
     );
-    let (_, now) = app.get(&format!("/v1/messages/{id}"), &app.admin_key).await;
-    assert_eq!(now["status"], "delivered", "{now}");
+    // The notification wakes the provider's message sync, which reads the record.
+    let now = app
+        .wait_for_status(&id, &app.admin_key, "delivered", Duration::from_secs(15))
+        .await;
+    assert!(fake.st().incremental_syncs >= 1);
+    assert_eq!(
+        now["history"].as_array().unwrap().last().unwrap()["connection_id"],
+        conn.as_str(),
+        "{now}"
+    );
     // A replay is harmless.
     assert_eq!(
-        fake.notify(Some(&token), STATUS_EVENT, delivered).await,
+        fake.notify(Some(&token), STATUS_EVENT, delivered.clone())
+            .await,
         200
     );
 
@@ -447,15 +551,37 @@ async fn send_then_a_status_notification_delivers(backend: Backend) {
     assert_eq!(grants, 1);
     app.restart(|_| {}).await;
     let again = app.send(SUBSCRIBER, "Second").await;
-    app.wait_for_status(
-        again["id"].as_str().unwrap(),
-        &app.admin_key,
-        "sent",
-        Duration::from_secs(15),
-    )
-    .await;
+    let again_id = again["id"].as_str().unwrap();
+    let sent = app
+        .wait_for_status(again_id, &app.admin_key, "sent", Duration::from_secs(15))
+        .await;
     assert_eq!(fake.st().jwt_grants, 1);
     assert_eq!(fake.st().refreshes, 0);
+
+    // The sync token survived the restart too: a failure report is read incrementally.
+    let pid = sent["provider_message_id"].as_str().unwrap();
+    fake.set_status(pid, "DeliveryFailed", Some("SMS-CAR-411"));
+    let token = fake.verification_token();
+    assert_eq!(
+        fake.notify(Some(&token), STATUS_EVENT, delivered).await,
+        200
+    );
+    let failed = app
+        .wait_for_status(
+            again_id,
+            &app.admin_key,
+            "undelivered",
+            Duration::from_secs(15),
+        )
+        .await;
+    let last = failed["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["detail"], "ringcentral error SMS-CAR-411", "{failed}");
+    assert_eq!(fake.st().full_syncs, 1);
     app.stop().await;
 }
 

@@ -28,6 +28,7 @@ both_backends!(
     a_signed_inbound_stop_suppresses,
     a_tenants_connection_speaks_for_that_tenant_only,
     callbacks_are_verified_against_the_public_url,
+    an_api_key_sends_and_the_auth_token_signs,
 );
 
 pub(crate) const SID_A: &str = "AC0123456789abcdef0123456789abcdef";
@@ -61,6 +62,8 @@ pub(crate) struct Submitted {
 struct TwilioState {
     /// (AccountSid, AuthToken) pairs it knows.
     accounts: Vec<(String, String)>,
+    /// (API key SID, secret, AccountSid): keys that may act for an account.
+    api_keys: Vec<(String, String, String)>,
     /// The numbers its accounts may send from.
     numbers: Vec<String>,
     /// Canned answers by `To`, used in order before the normal `201`.
@@ -182,6 +185,10 @@ async fn create_message(
         st.accounts
             .iter()
             .any(|(sid, tok)| *sid == account && c == format!("{sid}:{tok}"))
+            || st
+                .api_keys
+                .iter()
+                .any(|(key, secret, acct)| *acct == account && c == format!("{key}:{secret}"))
     });
     if !authenticated {
         return json_response(401, &twilio_error(20003, 401, "Authenticate"));
@@ -433,6 +440,60 @@ async fn post_callback(
 
 /// Creates a Twilio connection as `portcullis connections create --type twilio` does (the
 /// server is already running: it must pick the connection up when a route names it).
+async fn an_api_key_sends_and_the_auth_token_signs(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token_a = token("a");
+    // The stand-in takes only the API key for the account: the auth token would be refused.
+    let fake = FakeTwilio::start(&[(SID_A, "not-the-connections-token")], &[OUR_NUMBER]).await;
+    let (key_sid, key_secret) = ("SK0123456789abcdef0123456789abcdef", "api-key-secret-value");
+    fake.state.lock().unwrap().api_keys.push((
+        key_sid.to_owned(),
+        key_secret.to_owned(),
+        SID_A.to_owned(),
+    ));
+    let store = &app.server.as_ref().unwrap().store;
+    let conn = store
+        .create_connection(
+            None,
+            "twilio",
+            "twilio",
+            &json!({
+                "account_sid": SID_A,
+                "auth_token": token_a,
+                "api_key_sid": key_sid,
+                "api_key_secret": key_secret,
+                "from_numbers": [OUR_NUMBER],
+                "base_url": fake.base_url,
+            }),
+        )
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    route(&app, &app.app_id, &[&conn]).await;
+    let accepted = app.send(SUBSCRIBER, "via an API key").await;
+    let id = accepted["id"].as_str().unwrap();
+    let sent = app
+        .wait_for_status(id, &app.admin_key, "sent", Duration::from_secs(10))
+        .await;
+    let sid = sent["provider_message_id"].as_str().unwrap().to_owned();
+    // Callbacks are still signed with the account's auth token.
+    let url = format!("{}/providers/twilio/{conn}/status", app.base);
+    let params = [
+        ("MessageSid", sid.as_str()),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", SID_A),
+    ];
+    let signature = twilio_signatures(&[(&token_a, &url, &params)])
+        .await
+        .remove(0);
+    let (code, _, _) = post_callback(&url, &params, Some(&signature)).await;
+    assert_eq!(code, 200);
+    app.wait_for_status(id, &app.admin_key, "delivered", Duration::from_secs(10))
+        .await;
+    app.stop().await;
+}
+
 async fn twilio_connection(
     app: &TestApp,
     tenant: Option<&str>,
