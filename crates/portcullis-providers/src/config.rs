@@ -3,6 +3,7 @@
 //! Errors are plain sentences naming the field, never its value (a configuration holds
 //! credentials); each provider wraps them in its own `ConfigError`.
 
+use portcullis_domain::SenderId;
 use serde_json::{Map, Value};
 
 /// The object, refusing a field not in `fields`.
@@ -74,4 +75,24 @@ pub(crate) fn base_url(raw: &str, example: &str) -> Result<String, String> {
         ));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// A required, non-empty list of sender numbers or alphanumeric ids, canonical.
+pub(crate) fn senders(obj: &Map<String, Value>, name: &str) -> Result<Vec<String>, String> {
+    match obj.get(name) {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|item| {
+                let s = item
+                    .as_str()
+                    .ok_or_else(|| format!("{name} must hold strings"))?;
+                SenderId::parse(s)
+                    .map(|sender| sender.as_str().to_owned())
+                    .map_err(|e| format!("{name}: {e}"))
+            })
+            .collect(),
+        _ => Err(format!(
+            "{name} must be a non-empty array of sender numbers"
+        )),
+    }
 }

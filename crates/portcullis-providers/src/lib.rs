@@ -11,6 +11,7 @@
 
 mod config;
 pub mod factory;
+mod http;
 pub mod ringcentral;
 pub mod simulator;
 pub mod smpp;

@@ -41,7 +41,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use portcullis_domain::{Channel, ConnectionId, MessageStatus, SenderId};
+use portcullis_domain::{Channel, ConnectionId, MessageStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -50,7 +50,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     Accepted, EventSink, INVALID_NUMBER, OutboundMessage, Provider, ProviderError, ProviderEvent,
-    ReceiptEvent, now_ms, parse_retry_after,
+    ReceiptEvent, now_ms,
 };
 
 /// The connection type (`connections create --type ringcentral`).
@@ -207,20 +207,7 @@ impl RingCentralConfig {
             }
             _ => return err("give one of jwt, authorization_code and refresh_token"),
         };
-        let from_numbers = match obj.get("from_numbers") {
-            Some(serde_json::Value::Array(items)) if !items.is_empty() => items
-                .iter()
-                .map(|item| {
-                    let s = item
-                        .as_str()
-                        .ok_or_else(|| ConfigError("from_numbers must hold strings".to_owned()))?;
-                    SenderId::parse(s)
-                        .map(|sender| sender.as_str().to_owned())
-                        .map_err(|e| ConfigError(format!("from_numbers: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => return err("from_numbers must be a non-empty array of sender numbers"),
-        };
+        let from_numbers = config::senders(obj, "from_numbers").map_err(ConfigError)?;
         let base_url = config::base_url(
             string("base_url")?.unwrap_or(DEFAULT_BASE_URL),
             DEFAULT_BASE_URL,
@@ -645,7 +632,7 @@ impl Inner {
             .body(body.to_string())
             .send()
             .await;
-        let (status, retry_after, bytes) = read(response).await?;
+        let (status, retry_after, bytes) = crate::http::read("ringcentral", response).await?;
         if (200..300).contains(&status) {
             let granted: TokenResponse = serde_json::from_slice(&bytes).map_err(|_| {
                 ProviderError::unavailable("ringcentral: unreadable token response")
@@ -691,7 +678,7 @@ impl Inner {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await;
-        read(response).await
+        crate::http::read("ringcentral", response).await
     }
 
     /// An API call that must succeed (subscription management), with one retry on `401`.
@@ -996,33 +983,6 @@ fn url_segment(id: &str) -> String {
     id.chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect()
-}
-
-async fn read(
-    response: Result<reqwest::Response, reqwest::Error>,
-) -> Result<(u16, Option<Duration>, Vec<u8>), ProviderError> {
-    let r = response.map_err(|e| transport_error(&e))?;
-    let status = r.status().as_u16();
-    let retry_after = r
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-    let bytes = r.bytes().await.map_err(|e| transport_error(&e))?.to_vec();
-    Ok((status, retry_after, bytes))
-}
-
-/// A failure to get any answer: retryable. The URL (and so nothing of a request) is left
-/// out of the text.
-fn transport_error(e: &reqwest::Error) -> ProviderError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    };
-    ProviderError::unavailable(format!("ringcentral: {what}"))
 }
 
 #[derive(Deserialize)]

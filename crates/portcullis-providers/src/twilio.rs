@@ -37,15 +37,13 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
-use portcullis_domain::{Channel, ConnectionId, MessageStatus, SenderId};
+use portcullis_domain::{Channel, ConnectionId, MessageStatus};
 use serde::Deserialize;
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::{
-    Accepted, INVALID_NUMBER, OutboundMessage, Provider, ProviderError, parse_retry_after,
-};
+use crate::{Accepted, INVALID_NUMBER, OutboundMessage, Provider, ProviderError};
 
 /// The connection type (`connections create --type twilio`).
 pub const KIND: &str = "twilio";
@@ -162,20 +160,7 @@ impl TwilioConfig {
             _ => return err("api_key_sid and api_key_secret go together".into()),
         };
 
-        let from_numbers = match obj.get("from_numbers") {
-            Some(serde_json::Value::Array(items)) if !items.is_empty() => items
-                .iter()
-                .map(|item| {
-                    let s = item
-                        .as_str()
-                        .ok_or_else(|| ConfigError("from_numbers must hold strings".to_owned()))?;
-                    SenderId::parse(s)
-                        .map(|sender| sender.as_str().to_owned())
-                        .map_err(|e| ConfigError(format!("from_numbers: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => return err("from_numbers must be a non-empty array of sender numbers".into()),
-        };
+        let from_numbers = config::senders(obj, "from_numbers").map_err(ConfigError)?;
 
         let base_url = config::base_url(
             string("base_url")?.unwrap_or(DEFAULT_BASE_URL),
@@ -314,21 +299,7 @@ impl Provider for TwilioProvider {
             .body(form)
             .send()
             .await;
-        let (status, retry_after, body) = match response {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let retry_after = r
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-                match r.bytes().await {
-                    Ok(b) => (status, retry_after, b),
-                    Err(e) => return Err(transport_error(&e)),
-                }
-            }
-            Err(e) => return Err(transport_error(&e)),
-        };
+        let (status, retry_after, body) = crate::http::read("twilio", response).await?;
         let outcome = map_response(status, retry_after, &body);
         match &outcome {
             Err(ProviderError::Permanent { detail, .. }) if status == 401 => {
@@ -348,41 +319,6 @@ impl Provider for TwilioProvider {
             Ok(_) => {}
         }
         outcome
-    }
-}
-
-/// A failure to get any answer from Twilio: retryable. The URL is left out of the text.
-fn transport_error(e: &reqwest::Error) -> ProviderError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    };
-    ProviderError::unavailable(format!("twilio: {what}: {}", TextOnly(e)))
-}
-
-/// A reqwest error's text without the URL it was for.
-struct TextOnly<'a>(&'a reqwest::Error);
-
-impl fmt::Display for TextOnly<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut source: Option<&(dyn std::error::Error + 'static)> =
-            std::error::Error::source(self.0);
-        let mut first = true;
-        while let Some(s) = source {
-            if !first {
-                f.write_str(": ")?;
-            }
-            write!(f, "{s}")?;
-            first = false;
-            source = s.source();
-        }
-        if first {
-            f.write_str("no further detail")?;
-        }
-        Ok(())
     }
 }
 

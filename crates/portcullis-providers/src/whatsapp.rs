@@ -42,9 +42,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::{
-    Accepted, INVALID_NUMBER, OutboundMessage, Provider, ProviderError, parse_retry_after,
-};
+use crate::{Accepted, INVALID_NUMBER, OutboundMessage, Provider, ProviderError};
 
 /// The connection type (`connections create --type whatsapp`).
 pub const KIND: &str = "whatsapp";
@@ -290,21 +288,7 @@ impl Provider for WhatsappProvider {
             .body(body)
             .send()
             .await;
-        let (status, retry_after, body) = match response {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let retry_after = r
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-                match r.bytes().await {
-                    Ok(b) => (status, retry_after, b),
-                    Err(e) => return Err(transport_error(&e)),
-                }
-            }
-            Err(e) => return Err(transport_error(&e)),
-        };
+        let (status, retry_after, body) = crate::http::read("whatsapp", response).await?;
         let outcome = map_response(status, retry_after, &body);
         match &outcome {
             Err(ProviderError::Permanent { detail, .. }) if status == 401 => tracing::error!(
@@ -323,19 +307,6 @@ impl Provider for WhatsappProvider {
         }
         outcome
     }
-}
-
-/// No answer from Meta at all: retryable. Only the kind of failure is kept; reqwest's text
-/// would name the URL.
-fn transport_error(e: &reqwest::Error) -> ProviderError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    };
-    ProviderError::unavailable(format!("whatsapp: {what}"))
 }
 
 #[derive(Deserialize)]
