@@ -460,11 +460,18 @@ impl Provider for SmppProvider {
             return Err(ProviderError::unavailable("smpp: no session is bound"));
         };
         let pdu = session::submit_sm(&shared.config, source, &msg.to, data_coding, short_message)?;
-        match client
+        let conn = shared.connection_id.as_str().to_owned();
+        let capacity = shared.config.window * shared.config.binds;
+        metrics::gauge!("portcullis_smpp_window_in_use", "connection" => conn.clone())
+            .set((capacity - shared.window.available_permits()) as f64);
+        let started = std::time::Instant::now();
+        let answer = client
             .response_timeout(shared.config.response_timeout)
             .submit_sm(pdu)
-            .await
-        {
+            .await;
+        metrics::histogram!("portcullis_smpp_submit_seconds", "connection" => conn)
+            .record(started.elapsed().as_secs_f64());
+        match answer {
             Ok(resp) => {
                 let id = resp.message_id().as_str().trim().to_owned();
                 if id.is_empty() {
