@@ -173,28 +173,14 @@ async fn verify_twilio(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(ConnectionId, Vec<(String, String)>), ApiError> {
-    let Ok(id) = ConnectionId::parse(conn_id) else {
-        return Err(refuse("unknown_connection", None, client));
-    };
-    let (conn, config) = match state.store.connection_with_config(&id).await {
-        Ok(found) => found,
-        Err(StoreError::NotFound) => return Err(refuse("unknown_connection", Some(&id), client)),
-        Err(e @ StoreError::Corrupt(_)) => {
-            tracing::error!(connection = %id, error = %e, "connection configuration cannot be opened");
-            return Err(refuse("unusable_connection", Some(&id), client));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if conn.kind != twilio::KIND {
-        return Err(refuse("wrong_connection_type", Some(&id), client));
-    }
-    let config = match TwilioConfig::from_json(&config) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(connection = %id, error = %e, "connection configuration cannot be used");
-            return Err(refuse("unusable_connection", Some(&id), client));
-        }
-    };
+    let (id, config) = callback_connection(
+        state,
+        twilio::KIND,
+        conn_id,
+        client,
+        TwilioConfig::from_json,
+    )
+    .await?;
     let Some(signature) = headers
         .get(twilio::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -223,6 +209,41 @@ fn refuse(
     client: Option<IpAddr>,
 ) -> ApiError {
     refuse_callback(twilio::KIND, reason, connection, client)
+}
+
+/// The connection a callback's path names, with its configuration parsed by `parse`, when
+/// it is a usable connection of `kind`. An unknown id, another type and a configuration
+/// that cannot be opened or used all get the same refusal.
+pub(crate) async fn callback_connection<C, E: std::fmt::Display>(
+    state: &AppState,
+    kind: &'static str,
+    conn_id: &str,
+    client: Option<IpAddr>,
+    parse: impl FnOnce(&serde_json::Value) -> Result<C, E>,
+) -> Result<(ConnectionId, C), ApiError> {
+    let refuse = |reason, id: Option<&ConnectionId>| refuse_callback(kind, reason, id, client);
+    let Ok(id) = ConnectionId::parse(conn_id) else {
+        return Err(refuse("unknown_connection", None));
+    };
+    let (conn, config) = match state.store.connection_with_config(&id).await {
+        Ok(found) => found,
+        Err(StoreError::NotFound) => return Err(refuse("unknown_connection", Some(&id))),
+        Err(e @ StoreError::Corrupt(_)) => {
+            tracing::error!(connection = %id, error = %e, "connection configuration cannot be opened");
+            return Err(refuse("unusable_connection", Some(&id)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if conn.kind != kind {
+        return Err(refuse("wrong_connection_type", Some(&id)));
+    }
+    match parse(&config) {
+        Ok(c) => Ok((id, c)),
+        Err(e) => {
+            tracing::error!(connection = %id, error = %e, "connection configuration cannot be used");
+            Err(refuse("unusable_connection", Some(&id)))
+        }
+    }
 }
 
 /// [`refuse`] for any provider's callbacks.

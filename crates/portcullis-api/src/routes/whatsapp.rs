@@ -25,11 +25,10 @@ use axum::response::{IntoResponse, Response};
 use portcullis_domain::{Channel, ConnectionId, E164, MessageStatus, Milestone};
 use portcullis_providers::whatsapp::{self, WhatsappConfig};
 use portcullis_providers::{InboundEvent, ProviderEvent, ReceiptEvent, now_ms};
-use portcullis_store::StoreError;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::providers::{deliver, refuse_callback};
+use super::providers::{callback_connection, deliver, refuse_callback};
 use crate::AppState;
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
@@ -44,28 +43,14 @@ async fn connection(
     conn_id: &str,
     client: Option<IpAddr>,
 ) -> Result<(ConnectionId, WhatsappConfig), ApiError> {
-    let Ok(id) = ConnectionId::parse(conn_id) else {
-        return Err(refuse("unknown_connection", None, client));
-    };
-    let (conn, config) = match state.store.connection_with_config(&id).await {
-        Ok(found) => found,
-        Err(StoreError::NotFound) => return Err(refuse("unknown_connection", Some(&id), client)),
-        Err(e @ StoreError::Corrupt(_)) => {
-            tracing::error!(connection = %id, error = %e, "connection configuration cannot be opened");
-            return Err(refuse("unusable_connection", Some(&id), client));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if conn.kind != whatsapp::KIND {
-        return Err(refuse("wrong_connection_type", Some(&id), client));
-    }
-    match WhatsappConfig::from_json(&config) {
-        Ok(c) => Ok((id, c)),
-        Err(e) => {
-            tracing::error!(connection = %id, error = %e, "connection configuration cannot be used");
-            Err(refuse("unusable_connection", Some(&id), client))
-        }
-    }
+    callback_connection(
+        state,
+        whatsapp::KIND,
+        conn_id,
+        client,
+        WhatsappConfig::from_json,
+    )
+    .await
 }
 
 /// The query of Meta's verification request.
