@@ -16,7 +16,7 @@ use portcullis_domain::policy::{
 use portcullis_domain::quiet_hours::QuietRules;
 use portcullis_domain::risk::RiskPrefixes;
 use portcullis_domain::{AppId, Channel, ConnectionId, E164, MessageId, MessageStatus, TenantId};
-use portcullis_providers::{Accepted, OutboundMessage, Provider, ProviderError};
+use portcullis_providers::{Accepted, OutboundMessage, Provider, ProviderError, SentPart};
 use portcullis_queue::ClaimedJob;
 use portcullis_store::guard::{Counter, CounterKeys, add_usage};
 use portcullis_store::messages::{MessageRecord, SendOutcome};
@@ -117,6 +117,17 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
         .map(|j| MessageId::from_trusted(j.payload.clone()))
         .collect();
     let messages = w.store.begin_sending(&mut tx, &ids, now).await?;
+    // Parts of long messages that an attempt which broke off half-way already handed over.
+    let multipart: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.segments > 1)
+        .map(|m| m.id.as_str())
+        .collect();
+    let mut parts_sent = if multipart.is_empty() {
+        HashMap::new()
+    } else {
+        w.store.parts_sent(&mut tx, &multipart).await?
+    };
     for job in &waiting {
         portcullis_queue::defer(
             &mut tx,
@@ -151,7 +162,9 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
     // How many messages per (connection, sender) this round already sent back to wait
     // for pacing, so they come back one interval apart instead of all at once.
     let mut paced_ahead: HashMap<(ConnectionId, String), u32> = HashMap::new();
-    let mut failovers: Vec<SendOutcome> = Vec::new();
+    // Outcomes that are history only (failed-over attempts, parts sent before a failure),
+    // recorded before the messages' own outcomes.
+    let mut interim: Vec<SendOutcome> = Vec::new();
     let mut retry_after: HashMap<MessageId, Duration> = HashMap::new();
     let mut sends = JoinSet::new();
     let mut outcomes: Vec<(ClaimedJob, Option<SendOutcome>)> = Vec::with_capacity(jobs.len());
@@ -263,6 +276,7 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
                 }),
             )),
             Ok(first) => {
+                let parts_sent = parts_sent.remove(msg.id.as_str()).unwrap_or_default();
                 let board = w.board.clone();
                 let routes = w.routes.clone();
                 sends.spawn(async move {
@@ -275,6 +289,7 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
                         encoding: msg.encoding,
                         segments: msg.segments,
                         template: msg.template,
+                        parts_sent,
                     };
                     let sent = send_on_route(&routes, &board, &candidates, first, &outbound).await;
                     (job, id, sent)
@@ -289,18 +304,26 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
             continue;
         };
         for (connection_id, detail) in sent.failed_over {
-            failovers.push(SendOutcome::FailedOver {
+            interim.push(SendOutcome::FailedOver {
                 id: id.clone(),
                 connection_id,
                 detail,
             });
         }
         let connection_id = sent.connection_id;
+        if !sent.parts_before_failure.is_empty() {
+            interim.push(SendOutcome::PartsSent {
+                id: id.clone(),
+                connection_id: connection_id.clone(),
+                parts: part_refs(sent.parts_before_failure),
+            });
+        }
         let outcome = match sent.result {
             Ok(accepted) => SendOutcome::Sent {
                 id,
                 connection_id,
                 provider_message_id: accepted.provider_message_id,
+                parts: part_refs(accepted.parts),
             },
             Err(ProviderError::Permanent { code, detail }) => SendOutcome::Failed {
                 id,
@@ -340,15 +363,7 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
         outcomes.push((job, Some(outcome)));
     }
     let handled = outcomes.len();
-    settle(
-        w,
-        outcomes,
-        &failovers,
-        &retry_after,
-        &policy_events,
-        &owners,
-    )
-    .await?;
+    settle(w, outcomes, &interim, &retry_after, &policy_events, &owners).await?;
     Ok(handled)
 }
 
@@ -445,10 +460,20 @@ fn usable(
 /// The pacing key of a connection-wide cap: no sender id is empty.
 const CONNECTION_WIDE: &str = "";
 
+/// (part, provider reference) pairs, as the store records them.
+fn part_refs(parts: Vec<SentPart>) -> Vec<(u32, String)> {
+    parts
+        .into_iter()
+        .map(|p| (p.part, p.provider_message_id))
+        .collect()
+}
+
 /// What sending one message along its route came to.
 struct RouteSend {
     connection_id: ConnectionId,
     result: Result<Accepted, ProviderError>,
+    /// Parts of the message the connection accepted before the failure in `result`.
+    parts_before_failure: Vec<SentPart>,
     /// Connections that failed before the last one was tried, and why.
     failed_over: Vec<(ConnectionId, String)>,
 }
@@ -473,25 +498,38 @@ async fn send_on_route(
         let provider = &candidates[i];
         let conn = provider.connection_id().clone();
         let started = Instant::now();
-        let result = provider.send(msg).await;
+        let (result, parts_before_failure) = match provider.send(msg).await {
+            Ok(accepted) => (Ok(accepted), Vec::new()),
+            Err(e) => {
+                let (e, parts) = e.into_parts();
+                (Err(e), parts)
+            }
+        };
         metrics::histogram!("portcullis_provider_send_seconds").record(started.elapsed());
         let observed = match &result {
             Ok(_) | Err(ProviderError::Permanent { .. }) => Observed::Answered,
             Err(ProviderError::Throttled { retry_after, .. }) => Observed::Throttled(*retry_after),
-            Err(ProviderError::Unavailable { .. }) => Observed::Failed,
+            // (`PartlySent` was unwrapped above.)
+            Err(ProviderError::Unavailable { .. } | ProviderError::PartlySent { .. }) => {
+                Observed::Failed
+            }
         };
         routes.health.observe(&conn, observed, Instant::now());
+        // Done on success, on a refusal, and once part of the message went out on this
+        // connection (the rest is retried later, under the same concatenation reference).
         let Err(e) = &result else {
             return RouteSend {
                 connection_id: conn,
                 result,
+                parts_before_failure,
                 failed_over,
             };
         };
-        if !e.is_retryable() {
+        if !e.is_retryable() || !parts_before_failure.is_empty() {
             return RouteSend {
                 connection_id: conn,
                 result,
+                parts_before_failure,
                 failed_over,
             };
         }
@@ -514,6 +552,7 @@ async fn send_on_route(
                 return RouteSend {
                     connection_id: conn,
                     result,
+                    parts_before_failure,
                     failed_over,
                 };
             }
@@ -638,15 +677,15 @@ fn event(m: &MessageRecord, kind: &str, code: &str, reason: &str) -> NewPolicyEv
 async fn settle(
     w: &Worker,
     outcomes: Vec<(ClaimedJob, Option<SendOutcome>)>,
-    failovers: &[SendOutcome],
+    interim: &[SendOutcome],
     retry_after: &HashMap<MessageId, Duration>,
     policy_events: &[NewPolicyEvent],
     owners: &Owners,
 ) -> Result<(), StoreError> {
     let now = now_ms();
     let mut tx = w.store.db.begin().await?;
-    // The failed-over attempts first, so the history reads in the order things happened.
-    let recorded: Vec<SendOutcome> = failovers
+    // The interim outcomes first, so the history reads in the order things happened.
+    let recorded: Vec<SendOutcome> = interim
         .iter()
         .cloned()
         .chain(outcomes.iter().filter_map(|(_, o)| o.clone()))

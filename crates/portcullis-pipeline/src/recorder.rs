@@ -9,9 +9,9 @@ use portcullis_providers::simulator::BUILTIN_CONNECTION_ID;
 use portcullis_providers::{Ack, InboundEvent, ProviderEvent};
 use portcullis_store::apps::App;
 use portcullis_store::events::NewEvent;
-use portcullis_store::inbound::InboundMessage;
+use portcullis_store::inbound::{InboundMessage, PartPlace};
 use portcullis_store::messages::Receipt;
-use portcullis_store::{Store, StoreError, apps, now_ms};
+use portcullis_store::{Store, StoreError, Tx, apps, now_ms};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +36,14 @@ pub(crate) async fn run(
                     Ok(0) => {}
                     Ok(_) => events_written.notify_one(),
                     Err(e) => tracing::warn!(error = %e, "reconciling unmatched receipts failed"),
+                }
+                match record_overdue_parts(&store, max_attempts).await {
+                    Ok(0) => {}
+                    Ok(_) => {
+                        work.notify_waiters();
+                        events_written.notify_one();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "recording incomplete inbound messages failed"),
                 }
                 continue;
             }
@@ -93,10 +101,54 @@ pub(crate) async fn run(
 
 async fn reconcile_unmatched(store: &Store) -> Result<usize, StoreError> {
     let mut tx = store.db.begin().await?;
-    let changes = store.reconcile_unmatched(&mut tx).await?;
+    let applied = store.reconcile_unmatched(&mut tx).await?;
     tx.commit().await?;
-    crate::count_changes(&changes);
-    Ok(changes.len())
+    crate::count_changes(&applied.changes);
+    count_receipts(&applied.matched, "matched_later");
+    Ok(applied.changes.len())
+}
+
+/// Concatenated inbound messages whose missing parts never came, recorded with what did.
+async fn record_overdue_parts(store: &Store, max_attempts: u32) -> Result<u64, StoreError> {
+    let mut tx = store.db.begin().await?;
+    let overdue = store.overdue_inbound_parts(&mut tx).await?;
+    let mut stored = 0;
+    for m in &overdue {
+        tracing::warn!(connection = %m.connection_id, "a concatenated inbound message is incomplete after an hour; recorded with its missing parts marked");
+        let app = apps::get_any_tenant(&store.db, &m.app_id).await?;
+        stored += u64::from(store_inbound(store, &mut tx, &app, m, max_attempts).await?);
+    }
+    tx.commit().await?;
+    metrics::counter!("portcullis_inbound_messages_total").increment(stored);
+    Ok(stored)
+}
+
+/// `portcullis_receipts_total{connection, result}`: receipts that found their message or
+/// part on arrival (`matched`), were kept for later (`unmatched`), or found it later
+/// (`matched_later`). `unmatched - matched_later` is what is waiting.
+fn count_receipts(by_connection: &std::collections::HashMap<String, u64>, result: &'static str) {
+    for (conn, n) in by_connection {
+        metrics::counter!("portcullis_receipts_total", "connection" => conn.clone(), "result" => result)
+            .increment(*n);
+    }
+}
+
+/// Stores an inbound message and what follows from it (its event, keyword handling).
+/// False for a duplicate delivery (same provider message id): ignored entirely, so a
+/// redelivered STOP cannot trigger a second confirmation.
+async fn store_inbound(
+    store: &Store,
+    tx: &mut Tx,
+    app: &App,
+    m: &InboundMessage,
+    max_attempts: u32,
+) -> Result<bool, StoreError> {
+    if !store.insert_inbound(tx, m).await? {
+        return Ok(false);
+    }
+    store.insert_app_events(tx, &[inbound_event(m)]).await?;
+    crate::keywords::handle(store, tx, app, m, max_attempts).await?;
+    Ok(true)
 }
 
 async fn record(
@@ -117,29 +169,48 @@ async fn record(
             }),
             ProviderEvent::Inbound(m, _) => {
                 if let Some(resolved) = resolve_inbound(store, m).await? {
-                    inbound.push(resolved);
+                    inbound.push((resolved, m.part));
                 }
             }
         }
     }
     let mut tx = store.db.begin().await?;
-    let changes = store.apply_receipts(&mut tx, &receipts).await?;
+    let applied = store.apply_receipts(&mut tx, &receipts).await?;
     let mut stored = 0u64;
-    for (m, app) in &inbound {
-        // A duplicate delivery (same provider message id) is ignored entirely, so a
-        // redelivered STOP cannot trigger a second confirmation.
-        if store.insert_inbound(&mut tx, m).await? {
-            stored += 1;
-            store
-                .insert_app_events(&mut tx, &[inbound_event(m)])
-                .await?;
-            crate::keywords::handle(store, &mut tx, app, m, max_attempts).await?;
-        }
+    for ((m, app), part) in &inbound {
+        // A part of a concatenated message is kept until its message is whole; the part
+        // is acknowledged once kept, the message recorded with its last part.
+        let whole = match part {
+            None => None,
+            Some(p) => {
+                let place = PartPlace {
+                    reference: p.reference,
+                    total: p.total,
+                    seq: p.seq,
+                };
+                match store.add_inbound_part(&mut tx, m, place).await? {
+                    Some(whole) => Some(whole),
+                    None => continue,
+                }
+            }
+        };
+        stored += u64::from(
+            store_inbound(
+                store,
+                &mut tx,
+                app,
+                whole.as_ref().unwrap_or(m),
+                max_attempts,
+            )
+            .await?,
+        );
     }
     tx.commit().await?;
-    crate::count_changes(&changes);
+    crate::count_changes(&applied.changes);
+    count_receipts(&applied.matched, "matched");
+    count_receipts(&applied.unmatched, "unmatched");
     metrics::counter!("portcullis_inbound_messages_total").increment(stored);
-    Ok((stored, changes.len()))
+    Ok((stored, applied.changes.len()))
 }
 
 fn inbound_event(m: &InboundMessage) -> NewEvent {

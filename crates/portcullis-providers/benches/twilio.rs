@@ -304,6 +304,7 @@ async fn sender(
             encoding: Encoding::Gsm7,
             segments: 1,
             template: None,
+            parts_sent: Vec::new(),
         };
         let started = Instant::now();
         let sent = provider.send(&msg).await;

@@ -88,6 +88,20 @@ impl ProviderFactory {
         [smpp::KIND, twilio::KIND, ringcentral::KIND, whatsapp::KIND].contains(&kind)
     }
 
+    /// Checks a connection's configuration for its type, as `build` will read it, so a
+    /// mistake is refused when the connection is created or updated rather than at the
+    /// first send. The error names fields, never values.
+    pub fn check_config(kind: &str, config: &serde_json::Value) -> Result<(), BuildError> {
+        match kind {
+            twilio::KIND => TwilioConfig::from_json(config).map(drop)?,
+            whatsapp::KIND => WhatsappConfig::from_json(config).map(drop)?,
+            ringcentral::KIND => RingCentralConfig::from_json(config).map(drop)?,
+            smpp::KIND => SmppConfig::from_json(config).map(drop)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// The provider for connection `id` of type `kind`; `Ok(None)` for a type this build
     /// does not drive.
     pub fn build(

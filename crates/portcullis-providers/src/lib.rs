@@ -38,11 +38,39 @@ pub struct OutboundMessage {
     /// A WhatsApp template to send instead of `body` (which then holds a text rendering
     /// of it for the API and history).
     pub template: Option<portcullis_domain::template::WhatsappTemplate>,
+    /// Parts (numbered from 1) of a concatenated message that an earlier attempt already
+    /// handed to a provider: a provider that sends part by part skips them, so a message
+    /// whose attempt broke off half-way does not reach the handset twice.
+    pub parts_sent: Vec<u32>,
 }
 
 /// The provider's acceptance of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
+    /// The provider's reference for the message (for one sent in parts, its first part
+    /// submitted by this attempt).
+    pub provider_message_id: String,
+    /// For a message sent as separately acknowledged parts (SMPP concatenation): each part
+    /// this attempt submitted, with the provider's reference for it. Receipts come per
+    /// part. Empty when the provider took the message whole.
+    pub parts: Vec<SentPart>,
+}
+
+impl Accepted {
+    /// A message taken whole, under one reference.
+    pub fn whole(provider_message_id: impl Into<String>) -> Accepted {
+        Accepted {
+            provider_message_id: provider_message_id.into(),
+            parts: Vec::new(),
+        }
+    }
+}
+
+/// One part of a concatenated message as the provider acknowledged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentPart {
+    /// 1 for the first part.
+    pub part: u32,
     pub provider_message_id: String,
 }
 
@@ -77,6 +105,14 @@ pub enum ProviderError {
     /// Trying again cannot help (invalid destination, refused by the provider).
     #[error("provider refused the message ({code}): {detail}")]
     Permanent { code: String, detail: String },
+    /// Some parts of a concatenated message were accepted before another part failed with
+    /// `cause`. The accepted parts must be recorded (their receipts will come, and a
+    /// retry must not send them again); the message's fate is `cause`'s.
+    #[error("{cause} ({} part(s) already accepted)", parts.len())]
+    PartlySent {
+        parts: Vec<SentPart>,
+        cause: Box<ProviderError>,
+    },
 }
 
 impl ProviderError {
@@ -98,7 +134,20 @@ impl ProviderError {
 
     /// Whether trying again can help.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ProviderError::Permanent { .. })
+        match self {
+            ProviderError::Permanent { .. } => false,
+            ProviderError::PartlySent { cause, .. } => cause.is_retryable(),
+            _ => true,
+        }
+    }
+
+    /// The error without its accepted parts, and the parts: what the pipeline acts on
+    /// and what it records.
+    pub fn into_parts(self) -> (ProviderError, Vec<SentPart>) {
+        match self {
+            ProviderError::PartlySent { parts, cause } => (*cause, parts),
+            e => (e, Vec::new()),
+        }
     }
 
     /// How long the provider asked us to wait, if it said.
@@ -107,6 +156,7 @@ impl ProviderError {
             ProviderError::Unavailable { retry_after, .. }
             | ProviderError::Throttled { retry_after, .. } => *retry_after,
             ProviderError::Permanent { .. } => None,
+            ProviderError::PartlySent { cause, .. } => cause.retry_after(),
         }
     }
 }
@@ -193,6 +243,19 @@ pub struct InboundEvent {
     pub channel: Channel,
     pub body: String,
     pub at: i64,
+    /// Set when this is one part of a concatenated message: the pipeline keeps the parts
+    /// and records the message once all have arrived.
+    pub part: Option<InboundPart>,
+}
+
+/// Where a part of a concatenated inbound message belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundPart {
+    /// The sender's reference, shared by the parts of one message.
+    pub reference: u16,
+    pub total: u8,
+    /// 1 for the first part.
+    pub seq: u8,
 }
 
 /// Fired once the event it belongs to is durably recorded.

@@ -1165,9 +1165,7 @@ pub fn map_response(
             .ok()
             .and_then(|v| v.get("id").and_then(id_text));
         return match id {
-            Some(provider_message_id) => Ok(Accepted {
-                provider_message_id,
-            }),
+            Some(provider_message_id) => Ok(Accepted::whole(provider_message_id)),
             None => Err(ProviderError::permanent(
                 "provider_response_unreadable",
                 format!("ringcentral answered HTTP {status} without a message id"),

@@ -133,9 +133,7 @@ impl Provider for Simulator {
             status,
             self.config.delivery_delay,
         );
-        Ok(Accepted {
-            provider_message_id,
-        })
+        Ok(Accepted::whole(provider_message_id))
     }
 
     async fn resume(&self, awaiting: Vec<(String, E164)>) {

@@ -350,9 +350,7 @@ pub fn map_response(
             .and_then(|m| m.sid)
             .filter(|sid| is_sid(sid));
         return match sid {
-            Some(provider_message_id) => Ok(Accepted {
-                provider_message_id,
-            }),
+            Some(provider_message_id) => Ok(Accepted::whole(provider_message_id)),
             // Not retried: Twilio may well have taken the message, and a retry would send
             // it twice.
             None => Err(ProviderError::Permanent {

@@ -362,9 +362,7 @@ pub fn map_response(
             .map(|m| m.id)
             .filter(|id| is_message_id(id))
         {
-            Some(provider_message_id) => Ok(Accepted {
-                provider_message_id,
-            }),
+            Some(provider_message_id) => Ok(Accepted::whole(provider_message_id)),
             // Not retried: Meta may have taken the message.
             None => Err(ProviderError::permanent(
                 "provider_response_unreadable",
@@ -490,6 +488,7 @@ mod tests {
             encoding: Encoding::Gsm7,
             segments: 1,
             template,
+            parts_sent: Vec::new(),
         }
     }
 

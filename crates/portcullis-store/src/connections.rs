@@ -18,6 +18,24 @@ pub struct Connection {
     pub created_at: i64,
 }
 
+/// Receipts kept unmatched for a connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnmatchedReceipts {
+    pub count: i64,
+    /// The most recent, newest first.
+    pub recent: Vec<KeptReceipt>,
+}
+
+/// One receipt kept unmatched: the provider's reference and what it said (never a number
+/// or a text: receipts are stored without them).
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptReceipt {
+    pub provider_message_id: String,
+    pub status: String,
+    pub detail: Option<String>,
+    pub received_at: i64,
+}
+
 #[derive(sqlx::FromRow)]
 struct ConnectionRow {
     id: String,
@@ -115,6 +133,62 @@ impl Store {
             serde_json::from_str(&self.open_string(CONFIG, &row.id, &row.config_sealed)?)
                 .map_err(StoreError::corrupt)?;
         Ok((row.public(), config))
+    }
+
+    /// Replaces a connection's configuration (sealed like the first).
+    pub async fn update_connection_config(
+        &self,
+        id: &ConnectionId,
+        config: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let sealed = self.seal(CONFIG, id.as_str(), config.to_string().as_bytes());
+        let res = on_pool!(self.db.write(), |p| sqlx::query(
+            "UPDATE connections SET config_sealed = $1 WHERE id = $2"
+        )
+        .bind(&sealed)
+        .bind(id.as_str())
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        found(res)
+    }
+
+    /// The receipts kept for a connection because no message (or part) had their
+    /// reference: how many, and the most recent `limit`.
+    pub async fn unmatched_receipts(
+        &self,
+        id: &ConnectionId,
+        limit: u32,
+    ) -> Result<UnmatchedReceipts, StoreError> {
+        let (count,): (i64,) = on_pool!(self.db.read(), |p| sqlx::query_as(
+            "SELECT COUNT(*) FROM unmatched_receipts WHERE connection_id = $1"
+        )
+        .bind(id.as_str())
+        .fetch_one(p)
+        .await)?;
+        let recent: Vec<(String, String, Option<String>, i64)> =
+            on_pool!(self.db.read(), |p| sqlx::query_as(
+                "SELECT provider_message_id, status, detail, received_at FROM unmatched_receipts \
+                 WHERE connection_id = $1 ORDER BY received_at DESC, id DESC LIMIT $2"
+            )
+            .bind(id.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await)?;
+        Ok(UnmatchedReceipts {
+            count,
+            recent: recent
+                .into_iter()
+                .map(
+                    |(provider_message_id, status, detail, received_at)| KeptReceipt {
+                        provider_message_id,
+                        status,
+                        detail,
+                        received_at,
+                    },
+                )
+                .collect(),
+        })
     }
 
     pub async fn delete_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {

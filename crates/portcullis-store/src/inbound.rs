@@ -1,13 +1,33 @@
 //! Inbound (MO) messages: sender number and body sealed, deduplicated by the provider's
 //! own message id per connection.
 
+use std::collections::BTreeMap;
+
 use portcullis_domain::{AppId, Channel, ConnectionId, E164, InboundId, TenantId};
 use sqlx::QueryBuilder;
 
-use crate::{Cursor, Page, Store, StoreError, Tx, on_pool, on_tx, paginate, push_cursor};
+use crate::{Cursor, Page, Store, StoreError, Tx, now_ms, on_pool, on_tx, paginate, push_cursor};
 
 const SENDER: &str = "inbound.sender";
 const BODY: &str = "inbound.body";
+const PART_SENDER: &str = "inbound_parts.sender";
+const PART_BODY: &str = "inbound_parts.body";
+
+/// How long a completed set of parts is remembered, so a part the SMSC delivers again is a
+/// duplicate rather than the start of a new message.
+const COMPLETED_KEPT_MS: i64 = 10 * 60 * 1000;
+/// How long a set of parts waits for the missing ones before it is recorded as it is.
+pub const INCOMPLETE_WAIT_MS: i64 = 60 * 60 * 1000;
+
+/// Where a part of a concatenated inbound message belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartPlace {
+    /// The sender's reference, shared by the parts of one message.
+    pub reference: u16,
+    pub total: u8,
+    /// 1 for the first part.
+    pub seq: u8,
+}
 
 #[derive(Debug, Clone)]
 pub struct InboundMessage {
@@ -143,6 +163,180 @@ impl Store {
             for r in rows {
                 out.push(self.open_inbound(r)?);
             }
+        }
+        Ok(out)
+    }
+
+    /// Keeps one part of a concatenated inbound message (`m` holds the part's text). Returns
+    /// the whole message when this part completes it; `None` while parts are missing, and
+    /// for a part already kept (a redelivery).
+    pub async fn add_inbound_part(
+        &self,
+        tx: &mut Tx,
+        m: &InboundMessage,
+        place: PartPlace,
+    ) -> Result<Option<InboundMessage>, StoreError> {
+        let key = self.keyring.blind_index_hex(
+            "inbound_part",
+            format!(
+                "{}\n{}\n{}\n{}\n{}",
+                m.connection_id.as_str(),
+                m.from.as_str(),
+                m.to,
+                place.reference,
+                place.total
+            )
+            .as_bytes(),
+        );
+        let row = format!("{key}:{}", place.seq);
+        let inserted = on_tx!(&mut *tx, |c| {
+            sqlx::query(
+                "INSERT INTO inbound_parts (set_key, seq, total, tenant_id, app_id, connection_id, \
+                 sender_sealed, recipient, channel, body_sealed, received_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (set_key, seq) DO NOTHING",
+            )
+            .bind(&key)
+            .bind(i64::from(place.seq))
+            .bind(i64::from(place.total))
+            .bind(m.tenant_id.as_str())
+            .bind(m.app_id.as_str())
+            .bind(m.connection_id.as_str())
+            .bind(self.seal(PART_SENDER, &row, m.from.as_str().as_bytes()))
+            .bind(&m.to)
+            .bind(m.channel.as_str())
+            .bind(self.seal(PART_BODY, &row, m.body.as_bytes()))
+            .bind(m.received_at)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        if inserted == 0 {
+            return Ok(None);
+        }
+        let mut sets = self.take_part_sets(tx, &[key], false).await?;
+        Ok(sets.pop())
+    }
+
+    /// Sets of parts that have waited [`INCOMPLETE_WAIT_MS`] for a missing part, recorded
+    /// with what arrived (each gap marked) so no part is lost; and forgets completed sets
+    /// older than a few minutes.
+    pub async fn overdue_inbound_parts(
+        &self,
+        tx: &mut Tx,
+    ) -> Result<Vec<InboundMessage>, StoreError> {
+        let now = now_ms();
+        on_tx!(&mut *tx, |c| {
+            sqlx::query("DELETE FROM inbound_parts WHERE completed_at < $1")
+                .bind(now - COMPLETED_KEPT_MS)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        let keys: Vec<(String,)> = on_tx!(&mut *tx, |c| {
+            sqlx::query_as(
+                "SELECT DISTINCT set_key FROM inbound_parts \
+                 WHERE completed_at IS NULL AND received_at < $1 LIMIT 100",
+            )
+            .bind(now - INCOMPLETE_WAIT_MS)
+            .fetch_all(c)
+            .await
+        })?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = keys.into_iter().map(|k| k.0).collect();
+        self.take_part_sets(tx, &keys, true).await
+    }
+
+    /// The messages of the listed sets, each marked completed (its bodies emptied): sets
+    /// with every part, or with `incomplete` also those with parts missing.
+    async fn take_part_sets(
+        &self,
+        tx: &mut Tx,
+        keys: &[String],
+        incomplete: bool,
+    ) -> Result<Vec<InboundMessage>, StoreError> {
+        type Row = (
+            String,
+            i64,
+            i64,
+            String,
+            String,
+            String,
+            Vec<u8>,
+            String,
+            String,
+            Vec<u8>,
+            i64,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = on_tx!(&mut *tx, |c| {
+            let mut qb = QueryBuilder::new(
+                "SELECT set_key, seq, total, tenant_id, app_id, connection_id, sender_sealed, \
+                 recipient, channel, body_sealed, received_at, completed_at \
+                 FROM inbound_parts WHERE set_key IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for k in keys {
+                sep.push_bind(k.as_str());
+            }
+            qb.push(") ORDER BY set_key, seq");
+            qb.build_query_as().fetch_all(c).await
+        })?;
+        let mut sets: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+        for r in rows {
+            sets.entry(r.0.clone()).or_default().push(r);
+        }
+        let mut out = Vec::new();
+        let now = now_ms();
+        for (key, parts) in sets {
+            let total = parts[0].2;
+            let whole = parts.len() as i64 == total;
+            if parts.iter().any(|p| p.11.is_some()) || !(whole || incomplete) {
+                continue;
+            }
+            let mut body = String::new();
+            let mut expected = 1;
+            for p in &parts {
+                // A missing part is marked where it belongs, so the reader sees the gap.
+                for gap in expected..p.1 {
+                    body.push_str(&format!("[part {gap} of {total} missing]"));
+                }
+                body.push_str(&self.open_string(PART_BODY, &format!("{key}:{}", p.1), &p.9)?);
+                expected = p.1 + 1;
+            }
+            for gap in expected..=total {
+                body.push_str(&format!("[part {gap} of {total} missing]"));
+            }
+            let first = &parts[0];
+            let from = self.open_string(PART_SENDER, &format!("{key}:{}", first.1), &first.6)?;
+            let received_at = parts.iter().map(|p| p.10).max().unwrap_or(now);
+            on_tx!(&mut *tx, |c| {
+                sqlx::query(
+                    "UPDATE inbound_parts SET completed_at = $1, body_sealed = $2 WHERE set_key = $3",
+                )
+                .bind(now)
+                .bind(Vec::<u8>::new())
+                .bind(&key)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+            })?;
+            out.push(InboundMessage {
+                id: InboundId::new(),
+                tenant_id: TenantId::from_trusted(first.3.clone()),
+                app_id: AppId::from_trusted(first.4.clone()),
+                connection_id: ConnectionId::from_trusted(first.5.clone()),
+                // The set's key (a keyed digest) and its first arrival: the same reference
+                // reused by the sender much later is a new message.
+                provider_message_id: format!("concat-{}-{}", &key[..32.min(key.len())], first.10),
+                from: E164::from_trusted(from),
+                to: first.7.clone(),
+                channel: Channel::parse(&first.8).map_err(StoreError::corrupt)?,
+                body,
+                received_at,
+            });
         }
         Ok(out)
     }

@@ -650,6 +650,8 @@ impl Store {
         let mut failed = Vec::new();
         let mut expired = Vec::new();
         let mut deferred = Vec::new();
+        let mut multipart = Vec::new();
+        let mut new_parts: Vec<(&MessageId, &ConnectionId, &(u32, String))> = Vec::new();
         let entry = |status: MessageStatus,
                      connection_id: Option<&ConnectionId>,
                      pid: Option<&String>,
@@ -661,35 +663,60 @@ impl Store {
             part: None,
             detail,
         };
+        let part_entry = |conn: &ConnectionId, (part, pid): &(u32, String)| HistoryEntry {
+            part: Some(i64::from(*part)),
+            ..entry(MessageStatus::Sent, Some(conn), Some(pid), None)
+        };
         for o in outcomes {
             match o {
                 SendOutcome::Sent {
                     id,
                     connection_id,
                     provider_message_id,
+                    parts,
                 } => {
                     sent.push((
                         id.as_str(),
                         connection_id.as_str(),
-                        provider_message_id.as_str(),
+                        // Empty when every part went out in earlier attempts.
+                        Some(provider_message_id.as_str()).filter(|p| !p.is_empty()),
                     ));
-                    events.push((
-                        id.clone(),
-                        entry(
-                            MessageStatus::Sent,
-                            Some(connection_id),
-                            Some(provider_message_id),
-                            None,
-                        ),
-                    ));
+                    if parts.is_empty() {
+                        events.push((
+                            id.clone(),
+                            entry(
+                                MessageStatus::Sent,
+                                Some(connection_id),
+                                Some(provider_message_id),
+                                None,
+                            ),
+                        ));
+                    } else {
+                        multipart.push(id.as_str());
+                        for p in parts {
+                            events.push((id.clone(), part_entry(connection_id, p)));
+                            new_parts.push((id, connection_id, p));
+                        }
+                    }
                     changes.push(StatusChange {
                         id: id.clone(),
                         status: MessageStatus::Sent,
                         connection_id: Some(connection_id.clone()),
-                        provider_message_id: Some(provider_message_id.clone()),
+                        provider_message_id: Some(provider_message_id.clone())
+                            .filter(|p| !p.is_empty()),
                         error_code: None,
                         detail: None,
                     });
+                }
+                SendOutcome::PartsSent {
+                    id,
+                    connection_id,
+                    parts,
+                } => {
+                    for p in parts {
+                        events.push((id.clone(), part_entry(connection_id, p)));
+                        new_parts.push((id, connection_id, p));
+                    }
                 }
                 SendOutcome::Retry {
                     id,
@@ -833,22 +860,33 @@ impl Store {
             "status IN ('sending', 'queued', 'scheduled')",
         )
         .await?;
+        insert_parts(tx, &new_parts, now).await?;
         insert_events(tx, &events).await?;
         self.insert_status_events(tx, &changes, now).await?;
+        // A part may have failed while the rest were still being sent.
+        if !multipart.is_empty() {
+            changes.extend(self.settle_parts(tx, &multipart).await?);
+        }
         // A receipt can overtake the submit response; any that did are waiting.
-        let sent_refs: Vec<_> = outcomes
+        let mut sent_refs: Vec<(&ConnectionId, &str)> = outcomes
             .iter()
             .filter_map(|o| match o {
                 SendOutcome::Sent {
                     connection_id,
                     provider_message_id,
+                    parts,
                     ..
-                } => Some((connection_id, provider_message_id.as_str())),
+                } if parts.is_empty() => Some((connection_id, provider_message_id.as_str())),
                 _ => None,
             })
             .collect();
+        sent_refs.extend(
+            new_parts
+                .iter()
+                .map(|(_, conn, (_, pid))| (*conn, pid.as_str())),
+        );
         if !sent_refs.is_empty() {
-            changes.extend(self.reapply_unmatched(tx, &sent_refs).await?);
+            changes.extend(self.reapply_unmatched(tx, &sent_refs).await?.changes);
         }
         Ok(changes)
     }
@@ -857,7 +895,7 @@ impl Store {
         &self,
         tx: &mut Tx,
         refs: &[(&ConnectionId, &str)],
-    ) -> Result<Vec<StatusChange>, StoreError> {
+    ) -> Result<ReceiptsApplied, StoreError> {
         // One statement per connection (usually one per batch), not one per message: this
         // runs for every message recorded as sent.
         let mut by_connection: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -882,36 +920,42 @@ impl Store {
             }
         }
         if rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok(ReceiptsApplied::default());
         }
         self.apply_receipts(tx, &receipts_from_rows(rows)?).await
     }
 
-    /// Applies kept receipts whose message has since been recorded as sent.
+    /// Applies kept receipts whose message (or part) has since been recorded as sent.
     ///
     /// [`Store::record_outcomes`] re-applies waiting receipts as it records `sent`, but on
     /// PostgreSQL a receipt can be inserted into `unmatched_receipts` by a transaction that
     /// commits after the `sent` transaction looked (READ COMMITTED sees neither the other's
     /// uncommitted message update nor its uncommitted receipt). This sweep closes that gap
     /// without cross-transaction locking; the recorder runs it every second.
-    pub async fn reconcile_unmatched(&self, tx: &mut Tx) -> Result<Vec<StatusChange>, StoreError> {
+    pub async fn reconcile_unmatched(&self, tx: &mut Tx) -> Result<ReceiptsApplied, StoreError> {
         let rows: Vec<UnmatchedRow> = on_tx!(&mut *tx, |c| {
             sqlx::query_as(
-            "DELETE FROM unmatched_receipts WHERE id IN (SELECT u.id FROM unmatched_receipts u \
-             JOIN messages m ON m.connection_id = u.connection_id AND m.provider_message_id = u.provider_message_id \
+            "DELETE FROM unmatched_receipts WHERE id IN (\
+             SELECT u.id FROM unmatched_receipts u JOIN messages m \
+             ON m.connection_id = u.connection_id AND m.provider_message_id = u.provider_message_id \
+             UNION SELECT u.id FROM unmatched_receipts u JOIN message_parts p \
+             ON p.connection_id = u.connection_id AND p.provider_message_id = u.provider_message_id \
              LIMIT 500) RETURNING connection_id, provider_message_id, status, detail, received_at"
         )
         .fetch_all(c)
         .await
         })?;
         if rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok(ReceiptsApplied::default());
         }
         self.apply_receipts(tx, &receipts_from_rows(rows)?).await
     }
 
     /// Applies delivery receipts. A receipt whose message cannot be found (yet) is kept in
-    /// `unmatched_receipts`, never dropped. Returns the status changes made.
+    /// `unmatched_receipts`, never dropped.
+    ///
+    /// A receipt for one part of a message sent in parts moves that part; the message
+    /// follows when every part is delivered, or as soon as one is not.
     ///
     /// Batched like [`Store::record_outcomes`]: one lookup per connection, one update per
     /// resulting status, whatever the number of receipts.
@@ -919,9 +963,10 @@ impl Store {
         &self,
         tx: &mut Tx,
         receipts: &[Receipt],
-    ) -> Result<Vec<StatusChange>, StoreError> {
+    ) -> Result<ReceiptsApplied, StoreError> {
+        let mut applied = ReceiptsApplied::default();
         if receipts.is_empty() {
-            return Ok(Vec::new());
+            return Ok(applied);
         }
         let mut by_connection: HashMap<&str, Vec<&str>> = HashMap::new();
         for r in receipts {
@@ -930,13 +975,15 @@ impl Store {
                 .or_default()
                 .push(r.provider_message_id.as_str());
         }
-        // (connection, provider id) → (message id, status as the batch moves it along)
-        let mut current: HashMap<(String, String), (String, MessageStatus)> = HashMap::new();
+        // (connection, provider id) → what the receipt is about, with its status as the
+        // batch moves it along.
+        let mut current: HashMap<(String, String), Target> = HashMap::new();
         for (conn, pids) in &by_connection {
             for chunk in pids.chunks(500) {
-                let rows: Vec<(String, String, String)> = on_tx!(&mut *tx, |c| {
+                // Parts first: a message sent in parts is known by its parts' references.
+                let parts: Vec<(String, i64, String, String)> = on_tx!(&mut *tx, |c| {
                     let mut qb = QueryBuilder::new(
-                        "SELECT id, status, provider_message_id FROM messages WHERE connection_id = ",
+                        "SELECT message_id, part, status, provider_message_id FROM message_parts WHERE connection_id = ",
                     );
                     qb.push_bind(*conn).push(" AND provider_message_id IN (");
                     let mut sep = qb.separated(", ");
@@ -946,9 +993,33 @@ impl Store {
                     qb.push(")");
                     qb.build_query_as().fetch_all(c).await
                 })?;
+                for (id, part, status, pid) in parts {
+                    let status = MessageStatus::parse(&status).map_err(StoreError::corrupt)?;
+                    current.insert(((*conn).to_owned(), pid), Target::Part(id, part, status));
+                }
+                let rest: Vec<&str> = chunk
+                    .iter()
+                    .copied()
+                    .filter(|pid| !current.contains_key(&((*conn).to_owned(), (*pid).to_owned())))
+                    .collect();
+                if rest.is_empty() {
+                    continue;
+                }
+                let rows: Vec<(String, String, String)> = on_tx!(&mut *tx, |c| {
+                    let mut qb = QueryBuilder::new(
+                        "SELECT id, status, provider_message_id FROM messages WHERE connection_id = ",
+                    );
+                    qb.push_bind(*conn).push(" AND provider_message_id IN (");
+                    let mut sep = qb.separated(", ");
+                    for pid in &rest {
+                        sep.push_bind(*pid);
+                    }
+                    qb.push(")");
+                    qb.build_query_as().fetch_all(c).await
+                })?;
                 for (id, status, pid) in rows {
                     let status = MessageStatus::parse(&status).map_err(StoreError::corrupt)?;
-                    current.insert(((*conn).to_owned(), pid), (id, status));
+                    current.insert(((*conn).to_owned(), pid), Target::Message(id, status));
                 }
             }
         }
@@ -957,40 +1028,57 @@ impl Store {
         let mut events = Vec::new();
         let mut unmatched = Vec::new();
         let mut final_status: HashMap<String, MessageStatus> = HashMap::new();
+        let mut part_status: HashMap<(String, i64), MessageStatus> = HashMap::new();
+        let mut settle: Vec<String> = Vec::new();
         for r in receipts {
             let key = (
                 r.connection_id.as_str().to_owned(),
                 r.provider_message_id.clone(),
             );
-            let Some((id, status)) = current.get_mut(&key) else {
+            let conn = r.connection_id.as_str().to_owned();
+            let Some(target) = current.get_mut(&key) else {
+                *applied.unmatched.entry(conn).or_default() += 1;
                 unmatched.push(r);
                 continue;
             };
-            let message_id = MessageId::from_trusted(id.clone());
+            *applied.matched.entry(conn).or_default() += 1;
             // A `read` moves a message that has no receipt yet on to `delivered`.
             let reached = r.status.status();
-            if status.can_transition_to(reached) {
-                *status = reached;
-                final_status.insert(id.clone(), reached);
-                changes.push(StatusChange {
-                    id: message_id.clone(),
-                    status: reached,
-                    connection_id: Some(r.connection_id.clone()),
-                    provider_message_id: Some(r.provider_message_id.clone()),
-                    error_code: None,
-                    detail: r.detail.clone(),
-                });
-            }
+            let (id, part) = match target {
+                Target::Message(id, status) => {
+                    if status.can_transition_to(reached) {
+                        *status = reached;
+                        final_status.insert(id.clone(), reached);
+                        changes.push(StatusChange {
+                            id: MessageId::from_trusted(id.clone()),
+                            status: reached,
+                            connection_id: Some(r.connection_id.clone()),
+                            provider_message_id: Some(r.provider_message_id.clone()),
+                            error_code: None,
+                            detail: r.detail.clone(),
+                        });
+                    }
+                    (id.clone(), None)
+                }
+                Target::Part(id, part, status) => {
+                    if status.can_transition_to(reached) {
+                        *status = reached;
+                        part_status.insert((id.clone(), *part), reached);
+                        settle.push(id.clone());
+                    }
+                    (id.clone(), Some(*part))
+                }
+            };
             // Recorded even when it changes nothing (a late or repeated receipt), so the
             // history shows everything the provider said.
             events.push((
-                message_id,
+                MessageId::from_trusted(id),
                 HistoryEntry {
                     status: r.status,
                     at: r.at,
                     connection_id: Some(r.connection_id.as_str().to_owned()),
                     provider_message_id: Some(r.provider_message_id.clone()),
-                    part: None,
+                    part,
                     detail: r.detail.clone(),
                 },
             ));
@@ -1012,6 +1100,23 @@ impl Store {
             )
             .await?;
         }
+        let part_updates: Vec<(&str, i64, &str)> = part_status
+            .iter()
+            .map(|((id, part), status)| (id.as_str(), *part, status.as_str()))
+            .collect();
+        for chunk in part_updates.chunks(300) {
+            on_tx!(&mut *tx, |c| {
+                let mut qb =
+                    QueryBuilder::new("UPDATE message_parts SET status = v.column3, updated_at = ");
+                qb.push_bind(now);
+                qb.push(" FROM (");
+                qb.push_values(chunk, |mut b, (id, part, status)| {
+                    b.push_bind(*id).push_bind(*part).push_bind(*status);
+                });
+                qb.push(") AS v WHERE message_parts.message_id = v.column1 AND message_parts.part = v.column2");
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
         for chunk in unmatched.chunks(300) {
             on_tx!(&mut *tx, |c| {
                 let mut qb = QueryBuilder::new(
@@ -1030,7 +1135,145 @@ impl Store {
         }
         insert_events(tx, &events).await?;
         self.insert_status_events(tx, &changes, now).await?;
+        if !settle.is_empty() {
+            settle.sort();
+            settle.dedup();
+            let ids: Vec<&str> = settle.iter().map(String::as_str).collect();
+            changes.extend(self.settle_parts(tx, &ids).await?);
+        }
+        applied.changes = changes;
+        Ok(applied)
+    }
+
+    /// Moves messages sent in parts on from their parts: `delivered` once every part is
+    /// (and the message is `sent`, i.e. every part was submitted), or the status of the
+    /// first part that was not delivered as soon as there is one.
+    async fn settle_parts(
+        &self,
+        tx: &mut Tx,
+        ids: &[&str],
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        let mut rows: Vec<PartRow> = Vec::new();
+        for chunk in ids.chunks(300) {
+            let found: Vec<PartRow> = on_tx!(&mut *tx, |c| {
+                let mut qb = QueryBuilder::new(
+                    "SELECT m.id AS message_id, m.status AS message_status, p.part, p.status, \
+                     p.connection_id, p.provider_message_id \
+                     FROM message_parts p JOIN messages m ON m.id = p.message_id WHERE p.message_id IN (",
+                );
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(") ORDER BY m.id, p.part");
+                qb.build_query_as().fetch_all(c).await
+            })?;
+            rows.extend(found);
+        }
+        let parse = |s: &str| MessageStatus::parse(s).map_err(StoreError::corrupt);
+        let now = now_ms();
+        let mut changes = Vec::new();
+        let mut events = Vec::new();
+        let mut by_status: HashMap<MessageStatus, Vec<String>> = HashMap::new();
+        for parts in rows.chunk_by(|a, b| a.message_id == b.message_id) {
+            let id = parts[0].message_id.clone();
+            let status = parse(&parts[0].message_status)?;
+            let total = parts.len();
+            let mut failed = None;
+            let mut delivered = 0;
+            for p in parts {
+                match parse(&p.status)? {
+                    MessageStatus::Delivered => delivered += 1,
+                    s @ (MessageStatus::Undelivered
+                    | MessageStatus::Failed
+                    | MessageStatus::Expired) => {
+                        failed = failed.or(Some((p, s)));
+                    }
+                    _ => {}
+                }
+            }
+            let (reached, detail, last) = match failed {
+                Some((p, part_status)) => (
+                    part_status,
+                    format!("part {} of {total} {part_status}", p.part),
+                    p,
+                ),
+                None if status == MessageStatus::Sent && delivered == total => (
+                    MessageStatus::Delivered,
+                    format!("all {total} parts delivered"),
+                    &parts[total - 1],
+                ),
+                None => continue,
+            };
+            if !status.can_transition_to(reached) {
+                continue;
+            }
+            let message_id = MessageId::from_trusted(id.clone());
+            events.push((
+                message_id.clone(),
+                HistoryEntry {
+                    status: reached.into(),
+                    at: now,
+                    connection_id: None,
+                    provider_message_id: None,
+                    part: None,
+                    detail: Some(detail.clone()),
+                },
+            ));
+            changes.push(StatusChange {
+                id: message_id,
+                status: reached,
+                connection_id: Some(ConnectionId::from_trusted(last.connection_id.clone())),
+                provider_message_id: Some(last.provider_message_id.clone()),
+                error_code: None,
+                detail: Some(detail),
+            });
+            by_status.entry(reached).or_default().push(id);
+        }
+        for (status, ids) in &by_status {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            set_status_where(
+                tx,
+                status.as_str(),
+                None,
+                &ids,
+                now,
+                "status IN ('sending', 'sent')",
+            )
+            .await?;
+        }
+        insert_events(tx, &events).await?;
+        self.insert_status_events(tx, &changes, now).await?;
         Ok(changes)
+    }
+
+    /// The parts of each listed message that earlier attempts already handed to a
+    /// provider, so a retry sends only the rest.
+    pub async fn parts_sent(
+        &self,
+        tx: &mut Tx,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Vec<u32>>, StoreError> {
+        let mut out: HashMap<String, Vec<u32>> = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let rows: Vec<(String, i64)> = on_tx!(&mut *tx, |c| {
+                let mut qb = QueryBuilder::new(
+                    "SELECT message_id, part FROM message_parts WHERE message_id IN (",
+                );
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(c).await
+            })?;
+            for (id, part) in rows {
+                out.entry(id)
+                    .or_default()
+                    .push(u32::try_from(part).map_err(StoreError::corrupt)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Messages handed to a connection and still awaiting their receipt: what a provider
@@ -1085,6 +1328,17 @@ pub enum SendOutcome {
         id: MessageId,
         connection_id: ConnectionId,
         provider_message_id: String,
+        /// The parts this attempt submitted, for a message sent in separately acknowledged
+        /// parts: (part number from 1, the provider's reference for it). Empty otherwise.
+        parts: Vec<(u32, String)>,
+    },
+    /// Parts of a message accepted by an attempt that then failed on another part: kept
+    /// so their receipts match and the retry skips them; only history besides. The
+    /// message's own outcome follows.
+    PartsSent {
+        id: MessageId,
+        connection_id: ConnectionId,
+        parts: Vec<(u32, String)>,
     },
     Retry {
         id: MessageId,
@@ -1114,6 +1368,33 @@ pub enum SendOutcome {
         until: i64,
         detail: String,
     },
+}
+
+/// What [`Store::apply_receipts`] did: the status changes, and per connection how many
+/// receipts found their message (or part) and how many were kept unmatched.
+#[derive(Debug, Default)]
+pub struct ReceiptsApplied {
+    pub changes: Vec<StatusChange>,
+    pub matched: HashMap<String, u64>,
+    pub unmatched: HashMap<String, u64>,
+}
+
+/// One part of a message, with its message's status, as [`Store::settle_parts`] reads it.
+#[derive(sqlx::FromRow)]
+struct PartRow {
+    message_id: String,
+    message_status: String,
+    part: i64,
+    status: String,
+    connection_id: String,
+    provider_message_id: String,
+}
+
+/// What a receipt's reference names: a message (id, status) or a part of one (message id,
+/// part, the part's status).
+enum Target {
+    Message(String, MessageStatus),
+    Part(String, i64, MessageStatus),
 }
 
 /// A delivery receipt in provider terms.
@@ -1170,6 +1451,32 @@ fn receipts_from_rows(rows: Vec<UnmatchedRow>) -> Result<Vec<Receipt>, StoreErro
             })
         })
         .collect()
+}
+
+/// Records parts as `sent`; a part already recorded (a retry that re-reports it) is left.
+async fn insert_parts(
+    tx: &mut Tx,
+    parts: &[(&MessageId, &ConnectionId, &(u32, String))],
+    now: i64,
+) -> Result<(), StoreError> {
+    for chunk in parts.chunks(300) {
+        on_tx!(&mut *tx, |c| {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO message_parts (message_id, part, connection_id, provider_message_id, status, updated_at) ",
+            );
+            qb.push_values(chunk, |mut b, (id, conn, (part, pid))| {
+                b.push_bind(id.as_str())
+                    .push_bind(i64::from(*part))
+                    .push_bind(conn.as_str())
+                    .push_bind(pid.as_str())
+                    .push_bind(MessageStatus::Sent.as_str())
+                    .push_bind(now);
+            });
+            qb.push(" ON CONFLICT (message_id, part) DO NOTHING");
+            qb.build().execute(c).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
 }
 
 async fn insert_events(

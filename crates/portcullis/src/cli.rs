@@ -371,6 +371,18 @@ pub enum ConnectionsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show a connection (never its secrets) and the receipts kept for it unmatched.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a connection's configuration; a running gateway uses it from its next start.
+    Update {
+        id: String,
+        #[arg(long)]
+        config_file: PathBuf,
+    },
     /// Delete a connection.
     Delete { id: String },
 }
@@ -1229,22 +1241,7 @@ async fn connections_cmd(config: &Config, cmd: ConnectionsCmd) -> Result<()> {
             if !CONNECTION_TYPES.contains(&kind.as_str()) {
                 bail!("--type must be one of {}", CONNECTION_TYPES.join(", "));
             }
-            let text = std::fs::read_to_string(&config_file)
-                .with_context(|| format!("reading {}", config_file.display()))?;
-            let value: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not valid JSON", config_file.display()))?;
-            if !value.is_object() {
-                bail!("{} must hold a JSON object", config_file.display());
-            }
-            // Checked now rather than at the first send; the error names fields, not values.
-            if kind == portcullis_providers::twilio::KIND {
-                portcullis_providers::twilio::TwilioConfig::from_json(&value)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", config_file.display()))?;
-            }
-            if kind == portcullis_providers::whatsapp::KIND {
-                portcullis_providers::whatsapp::WhatsappConfig::from_json(&value)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", config_file.display()))?;
-            }
+            let value = connection_config(&kind, &config_file)?;
             let tenant = tenant
                 .map(|t| {
                     TenantId::parse(&t).map_err(|_| anyhow::anyhow!("{t:?} is not a tenant id"))
@@ -1271,9 +1268,34 @@ async fn connections_cmd(config: &Config, cmd: ConnectionsCmd) -> Result<()> {
                     .join("\n")
             });
         }
+        ConnectionsCmd::Show { id, json } => {
+            let id = connection_id(&id)?;
+            let conn = store
+                .connection(&id)
+                .await
+                .map_err(|_| anyhow::anyhow!("no connection {id}"))?;
+            let kept = store.unmatched_receipts(&id, 20).await?;
+            let mut shown = serde_json::to_value(&conn)?;
+            shown["unmatched_receipts"] = serde_json::to_value(&kept)?;
+            emit(json, shown, || {
+                format!(
+                    "{}\t{}\t{}\n{} unmatched receipt(s) kept",
+                    conn.id, conn.kind, conn.name, kept.count
+                )
+            });
+        }
+        ConnectionsCmd::Update { id, config_file } => {
+            let id = connection_id(&id)?;
+            let conn = store
+                .connection(&id)
+                .await
+                .map_err(|_| anyhow::anyhow!("no connection {id}"))?;
+            let value = connection_config(&conn.kind, &config_file)?;
+            store.update_connection_config(&id, &value).await?;
+            eprintln!("updated {id}");
+        }
         ConnectionsCmd::Delete { id } => {
-            let id = ConnectionId::parse(&id)
-                .map_err(|_| anyhow::anyhow!("{id:?} is not a connection id"))?;
+            let id = connection_id(&id)?;
             store
                 .delete_connection(&id)
                 .await
@@ -1283,6 +1305,25 @@ async fn connections_cmd(config: &Config, cmd: ConnectionsCmd) -> Result<()> {
     }
     db.close().await;
     Ok(())
+}
+
+fn connection_id(id: &str) -> Result<ConnectionId> {
+    ConnectionId::parse(id).map_err(|_| anyhow::anyhow!("{id:?} is not a connection id"))
+}
+
+/// A connection's configuration file, read and checked for its type now rather than at
+/// the first send; the error names fields, never values.
+fn connection_config(kind: &str, file: &std::path::Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", file.display()))?;
+    if !value.is_object() {
+        bail!("{} must hold a JSON object", file.display());
+    }
+    portcullis_providers::factory::ProviderFactory::check_config(kind, &value)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    Ok(value)
 }
 
 /// The reason of a pause set with `apps update --paused true` and no `--paused-reason`.

@@ -140,6 +140,7 @@ pub async fn inject(
         channel: Channel::Sms,
         body: body.into_inner(),
         at: now_ms(),
+        part: None,
     };
     sink.send(ProviderEvent::Inbound(event, Some(ack)))
         .await

@@ -126,6 +126,7 @@ pub async fn twilio_inbound(
         channel: Channel::Sms,
         body: text.to_owned(),
         at: now_ms(),
+        part: None,
     };
     deliver(&state, ProviderEvent::Inbound(event, Some(ack)), recorded).await?;
     Ok(twiml())

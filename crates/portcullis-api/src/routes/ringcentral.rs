@@ -133,6 +133,7 @@ pub async fn notification(
             channel: Channel::Sms,
             body: text(event, "subject").unwrap_or_default(),
             at: now_ms(),
+            part: None,
         };
         deliver(&state, ProviderEvent::Inbound(inbound, Some(ack)), recorded).await?;
         return Ok(StatusCode::OK.into_response());

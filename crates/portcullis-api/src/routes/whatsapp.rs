@@ -276,6 +276,7 @@ pub async fn events(
                 channel: Channel::Whatsapp,
                 body: m.text.map(|t| t.body).unwrap_or_default(),
                 at: at(m.timestamp.as_deref()),
+                part: None,
             };
             deliver(&state, ProviderEvent::Inbound(event, Some(ack)), recorded).await?;
         }

@@ -12,6 +12,7 @@
 //! [`E164`]s, the password is a [`Secret`], and receipt details carry the SMSC's state and
 //! error codes only.
 
+mod parts;
 pub mod receipt;
 mod session;
 
@@ -20,13 +21,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use portcullis_domain::{Channel, ConnectionId, E164, Encoding, SenderId};
+use portcullis_domain::{Channel, ConnectionId, E164, SenderId};
 use rusmpp::CommandStatus;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::{
-    Accepted, EventSink, INVALID_NUMBER, OutboundMessage, Provider, ProviderError, Secret,
+    Accepted, EventSink, INVALID_NUMBER, OutboundMessage, Provider, ProviderError, Secret, SentPart,
 };
 use receipt::IdForm;
 
@@ -37,7 +38,7 @@ pub const KIND: &str = "smpp";
 const BIND_WAIT: Duration = Duration::from_secs(2);
 
 /// The configuration fields an SMPP connection may have.
-const FIELDS: [&str; 16] = [
+const FIELDS: [&str; 18] = [
     "host",
     "port",
     "system_id",
@@ -54,6 +55,8 @@ const FIELDS: [&str; 16] = [
     "receipt_ids",
     "enquire_link_seconds",
     "response_timeout_seconds",
+    "data_coding",
+    "long_messages",
 ];
 
 /// Why a connection's configuration cannot be used. Never holds a configuration value.
@@ -69,6 +72,25 @@ pub enum BindMode {
     /// A `bind_transmitter` session for submits and a `bind_receiver` one for receipts and
     /// inbound messages, for SMSCs that do not offer transceiver binds.
     TransmitterReceiver,
+}
+
+/// How text that fits GSM 7-bit is coded for the SMSC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextCoding {
+    /// Data coding 0, the SMSC default alphabet: GSM 7-bit, one septet per octet.
+    Gsm7,
+    /// Data coding 3, Latin-1, for SMSCs whose default alphabet is not GSM. A text with a
+    /// GSM character Latin-1 lacks (Greek capitals, `€`) goes as UCS-2 instead.
+    Latin1,
+}
+
+/// How a text too long for one SMS is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongMessages {
+    /// Concatenated parts, each with a user data header naming the message and its place.
+    Udh,
+    /// One `submit_sm` carrying the whole text in the `message_payload` TLV; the SMSC cuts it.
+    MessagePayload,
 }
 
 /// An SMPP connection's configuration, parsed from its (sealed) JSON.
@@ -95,6 +117,8 @@ pub struct SmppConfig {
     pub source_ton: Option<u8>,
     pub source_npi: Option<u8>,
     pub receipt_ids: IdForm,
+    pub data_coding: TextCoding,
+    pub long_messages: LongMessages,
     pub enquire_link: Duration,
     pub response_timeout: Duration,
 }
@@ -183,6 +207,16 @@ impl SmppConfig {
                 )
             })?,
         };
+        let data_coding = match string("data_coding")? {
+            None | Some("gsm7") => TextCoding::Gsm7,
+            Some("latin1") => TextCoding::Latin1,
+            Some(_) => return err("data_coding must be gsm7 or latin1"),
+        };
+        let long_messages = match string("long_messages")? {
+            None | Some("udh") => LongMessages::Udh,
+            Some("message_payload") => LongMessages::MessagePayload,
+            Some(_) => return err("long_messages must be udh or message_payload"),
+        };
         Ok(SmppConfig {
             host: host.to_owned(),
             port,
@@ -198,6 +232,8 @@ impl SmppConfig {
             source_ton: ton_npi("source_ton")?,
             source_npi: ton_npi("source_npi")?,
             receipt_ids,
+            data_coding,
+            long_messages,
             enquire_link: Duration::from_secs(number("enquire_link_seconds", 5, 3600, 30)?),
             response_timeout: Duration::from_secs(number("response_timeout_seconds", 1, 300, 10)?),
         })
@@ -345,15 +381,6 @@ impl Shared {
     }
 }
 
-/// The short message of a single-part text: GSM 7-bit (one septet per octet, data coding
-/// 0, the SMSC default alphabet) or UCS-2 big-endian (data coding 8).
-fn encode_single(body: &str, encoding: Encoding) -> Option<(u8, Vec<u8>)> {
-    match encoding {
-        Encoding::Gsm7 => portcullis_domain::gsm7_encode(body).map(|septets| (0, septets)),
-        Encoding::Ucs2 => Some((8, body.encode_utf16().flat_map(u16::to_be_bytes).collect())),
-    }
-}
-
 /// What a `submit_sm_resp` command status means for the message (SMPP 3.4 §5.1.3): the
 /// SMSC being busy or its bind in trouble is retryable, a refused address is not.
 pub fn map_status(status: u32) -> ProviderError {
@@ -422,10 +449,12 @@ impl Provider for SmppProvider {
         (!self.shared.bound()).then_some("not bound")
     }
 
-    /// One `submit_sm` on a bound session, within the connection's window. No bound
-    /// session, a dropped bind or a missing response are retryable: the message goes round
-    /// again (a submit whose response never came may then reach the handset twice, which
-    /// is counted in `portcullis_smpp_possible_duplicates_total`).
+    /// One `submit_sm` per part on the bound sessions, within the connection's window. No
+    /// bound session, a dropped bind or a missing response are retryable: the message goes
+    /// round again (a submit whose response never came may then reach the handset twice,
+    /// which is counted in `portcullis_smpp_possible_duplicates_total`). The parts of a
+    /// long message go out together; those accepted before another failed are reported
+    /// ([`ProviderError::PartlySent`]) and skipped when the message is tried again.
     async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, ProviderError> {
         if msg.channel != Channel::Sms {
             return Err(ProviderError::permanent(
@@ -434,45 +463,100 @@ impl Provider for SmppProvider {
             ));
         }
         let shared = &self.shared;
-        if msg.segments > 1 {
-            return Err(ProviderError::permanent(
-                "provider_refused",
-                "messages of more than one segment are not sent over SMPP yet",
-            ));
-        }
-        let Some((data_coding, short_message)) = encode_single(&msg.body, msg.encoding) else {
-            return Err(ProviderError::permanent(
-                "provider_refused",
-                "the text cannot be encoded in GSM 7-bit",
-            ));
-        };
+        let pieces = parts::pieces(&shared.config, msg)?;
         let source = msg
             .from
             .as_deref()
             .or(shared.config.source_addr.as_deref())
             .unwrap_or("");
-        let Ok(_permit) = shared.window.acquire().await else {
+        if let [piece] = pieces.as_slice() {
+            return shared
+                .submit(&msg.to, source, piece)
+                .await
+                .map(Accepted::whole);
+        }
+        let todo = pieces.iter().filter(|p| !msg.parts_sent.contains(&p.part));
+        let answers = futures_util::future::join_all(
+            todo.map(|p| async move { (p.part, shared.submit(&msg.to, source, p).await) }),
+        )
+        .await;
+        let mut sent = Vec::new();
+        let mut failure: Option<ProviderError> = None;
+        for (part, answer) in answers {
+            match answer {
+                Ok(provider_message_id) => sent.push(SentPart {
+                    part,
+                    provider_message_id,
+                }),
+                // The gravest failure decides: one refused part fails the message.
+                Err(e) => {
+                    if failure.as_ref().is_none_or(|f| gravity(&e) > gravity(f)) {
+                        failure = Some(e);
+                    }
+                }
+            }
+        }
+        match failure {
+            None => Ok(Accepted {
+                provider_message_id: sent
+                    .first()
+                    .map(|p| p.provider_message_id.clone())
+                    .unwrap_or_default(),
+                parts: sent,
+            }),
+            Some(e) if sent.is_empty() => Err(e),
+            Some(e) => Err(ProviderError::PartlySent {
+                parts: sent,
+                cause: Box::new(e),
+            }),
+        }
+    }
+}
+
+/// How badly a part's failure bears on its message: a refusal over an outage over a
+/// request to slow down.
+fn gravity(e: &ProviderError) -> u8 {
+    match e {
+        ProviderError::Throttled { .. } => 0,
+        ProviderError::Unavailable { .. } => 1,
+        ProviderError::Permanent { .. } | ProviderError::PartlySent { .. } => 2,
+    }
+}
+
+impl Shared {
+    /// Submits one piece of a message on a bound session and returns the SMSC's id for it.
+    async fn submit(
+        &self,
+        to: &E164,
+        source: &str,
+        piece: &parts::Piece,
+    ) -> Result<String, ProviderError> {
+        let Ok(_permit) = self.window.acquire().await else {
             return Err(ProviderError::unavailable(
                 "the connection is shutting down",
             ));
         };
-        let Some(client) = shared.wait_for_submitter().await else {
+        let Some(client) = self.wait_for_submitter().await else {
             return Err(ProviderError::unavailable("smpp: no session is bound"));
         };
-        let pdu = session::submit_sm(&shared.config, source, &msg.to, data_coding, short_message)?;
-        let conn = shared.connection_id.as_str().to_owned();
-        let capacity = shared.config.window * shared.config.binds;
+        let pdu = session::submit_sm(&self.config, source, to, piece)?;
+        let conn = self.connection_id.as_str().to_owned();
+        let capacity = self.config.window * self.config.binds;
         metrics::gauge!("portcullis_smpp_window_in_use", "connection" => conn.clone())
-            .set((capacity - shared.window.available_permits()) as f64);
+            .set((capacity - self.window.available_permits()) as f64);
         let started = std::time::Instant::now();
         let answer = client
-            .response_timeout(shared.config.response_timeout)
+            .response_timeout(self.config.response_timeout)
             .submit_sm(pdu)
             .await;
-        metrics::histogram!("portcullis_smpp_submit_seconds", "connection" => conn)
+        metrics::histogram!("portcullis_smpp_submit_seconds", "connection" => conn.clone())
             .record(started.elapsed().as_secs_f64());
+        let status = |s: u32| {
+            metrics::counter!("portcullis_smpp_command_status_total", "connection" => conn.clone(), "status" => format!("0x{s:08X}")).increment(1);
+        };
         match answer {
             Ok(resp) => {
+                status(0);
                 let id = resp.message_id().as_str().trim().to_owned();
                 if id.is_empty() {
                     return Err(ProviderError::permanent(
@@ -480,22 +564,19 @@ impl Provider for SmppProvider {
                         "smpp: submit_sm_resp without a message id",
                     ));
                 }
-                metrics::counter!("portcullis_smpp_command_status_total", "connection" => shared.connection_id.as_str().to_owned(), "status" => "0x00000000").increment(1);
-                Ok(Accepted {
-                    provider_message_id: shared.config.receipt_ids.canonical_submit_id(&id),
-                })
+                Ok(self.config.receipt_ids.canonical_submit_id(&id))
             }
             Err(rusmppc::error::Error::UnexpectedResponse { response }) => {
-                let status = u32::from(response.status());
-                metrics::counter!("portcullis_smpp_command_status_total", "connection" => shared.connection_id.as_str().to_owned(), "status" => format!("0x{status:08X}")).increment(1);
-                if status == u32::from(CommandStatus::EsmeRok) {
+                let code = u32::from(response.status());
+                status(code);
+                if code == u32::from(CommandStatus::EsmeRok) {
                     return Err(ProviderError::unavailable("smpp: an unexpected response"));
                 }
-                Err(map_status(status))
+                Err(map_status(code))
             }
             Err(e) => {
-                metrics::counter!("portcullis_smpp_possible_duplicates_total", "connection" => shared.connection_id.as_str().to_owned()).increment(1);
-                tracing::warn!(connection = %shared.connection_id, to = %msg.to, error = %session::describe(&e), "smpp: no submit_sm_resp; the message will be retried and may arrive twice");
+                metrics::counter!("portcullis_smpp_possible_duplicates_total", "connection" => conn).increment(1);
+                tracing::warn!(connection = %self.connection_id, to = %to, error = %session::describe(&e), "smpp: no submit_sm_resp; the message will be retried and may arrive twice");
                 Err(ProviderError::unavailable(format!(
                     "smpp: no submit_sm_resp ({}); retried, possibly a duplicate",
                     session::describe(&e)
@@ -561,17 +642,5 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!map_status(0x0A).is_retryable());
-    }
-
-    #[test]
-    fn single_parts_encode() {
-        assert_eq!(
-            encode_single("Hi@", Encoding::Gsm7),
-            Some((0, vec![0x48, 0x69, 0x00]))
-        );
-        assert_eq!(
-            encode_single("Привет", Encoding::Ucs2).map(|(dc, b)| (dc, b.len())),
-            Some((8, 12))
-        );
     }
 }

@@ -17,18 +17,22 @@ use rusmpp::Pdu;
 use rusmpp::pdus::{
     BindReceiver, BindTransceiver, BindTransmitter, DeliverSm, DeliverSmResp, SubmitSm,
 };
-use rusmpp::tlvs::TlvValue;
-use rusmpp::types::{COctetString, OctetString};
+use rusmpp::tlvs::{MessageSubmissionRequestTlvValue, TlvValue};
+use rusmpp::types::{AnyOctetString, COctetString, OctetString};
 use rusmpp::values::{
-    DataCoding, EsmClass, InterfaceVersion, Npi, RegisteredDelivery, ServiceType, Ton,
+    DataCoding, EsmClass, InterfaceVersion, MessagePayload, Npi, RegisteredDelivery, ServiceType,
+    Ton,
 };
 use rusmppc::{Client, ConnectionBuilder, Event};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::parts::Piece;
 use super::{Shared, SmppConfig, address, receipt};
-use crate::{EventSink, InboundEvent, ProviderError, ProviderEvent, ReceiptEvent, now_ms};
+use crate::{
+    EventSink, InboundEvent, InboundPart, ProviderError, ProviderEvent, ReceiptEvent, now_ms,
+};
 
 /// What a session is bound as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,6 +316,8 @@ async fn deliver_sm(
 }
 
 /// An inbound (MO) message, decoded; `None` for one that is not a text from a phone number.
+/// A part of a concatenated message comes out as an event naming its place; the pipeline
+/// keeps the parts until the message is whole.
 fn inbound(
     shared: &Shared,
     deliver: &DeliverSm,
@@ -319,15 +325,37 @@ fn inbound(
     esm: u8,
 ) -> Option<InboundEvent> {
     let conn = &shared.connection_id;
-    // A part of a concatenated message starts with a user data header (esm_class UDHI).
-    // Until parts are reassembled, each is recorded as it comes, so none is lost.
-    let text = if esm & 0x40 != 0 {
-        let header = usize::from(short_message.first().copied().unwrap_or(0)) + 1;
-        tracing::info!(connection = %conn, "smpp: a part of a concatenated inbound message; recorded on its own");
-        short_message.get(header..).unwrap_or_default()
-    } else {
-        short_message
+    let mut payload = None;
+    let mut sar = (None, None, None);
+    for tlv in deliver.tlvs() {
+        match tlv.value() {
+            Some(TlvValue::MessagePayload(p)) => payload = Some(p.value.as_ref()),
+            Some(TlvValue::SarMsgRefNum(r)) => sar.0 = Some(*r),
+            Some(TlvValue::SarTotalSegments(t)) => sar.1 = Some(*t),
+            Some(TlvValue::SarSegmentSeqnum(n)) => sar.2 = Some(*n),
+            _ => {}
+        }
+    }
+    // A long message may come whole in `message_payload` instead of `short_message`.
+    let user_data = match payload {
+        Some(p) if short_message.is_empty() => p,
+        _ => short_message,
     };
+    // esm_class UDHI: the user data starts with a header, which may place it in a
+    // concatenated message; SMSCs that do not forward headers use the SAR TLVs instead.
+    let (text, mut part) = if esm & 0x40 != 0 {
+        split_udh(user_data)?
+    } else {
+        (user_data, None)
+    };
+    if let (Some(reference), Some(total), Some(seq)) = sar {
+        part = Some(InboundPart {
+            reference,
+            total,
+            seq,
+        });
+    }
+    let part = part.filter(|p| p.total > 1 && (1..=p.total).contains(&p.seq));
     let source = deliver.source_addr.as_str();
     let Ok(from) = E164::parse(&format!("+{}", source.trim_start_matches('+'))) else {
         tracing::info!(connection = %conn, "smpp: inbound message from a sender that is not a phone number; not stored");
@@ -350,7 +378,7 @@ fn inbound(
         conn.as_str().as_bytes(),
         source.as_bytes(),
         to.as_bytes(),
-        short_message,
+        user_data,
     ] {
         digest.update((part.len() as u32).to_be_bytes());
         digest.update(part);
@@ -369,7 +397,38 @@ fn inbound(
         channel: Channel::Sms,
         body,
         at: now_ms(),
+        part,
     })
+}
+
+/// Splits user data that starts with a user data header (3GPP TS 23.040 §9.2.3.24) into
+/// the text and, when the header holds a concatenation element (8-bit or 16-bit
+/// reference), the part's place. `None` when the header's length runs past the data.
+fn split_udh(user_data: &[u8]) -> Option<(&[u8], Option<InboundPart>)> {
+    let header_len = usize::from(*user_data.first()?);
+    let header = user_data.get(1..=header_len)?;
+    let text = &user_data[header_len + 1..];
+    let mut part = None;
+    let mut rest = header;
+    while let [iei, len, tail @ ..] = rest {
+        let len = usize::from(*len);
+        let Some(value) = tail.get(..len) else { break };
+        part = match (iei, value) {
+            (0x00, [reference, total, seq]) => Some(InboundPart {
+                reference: u16::from(*reference),
+                total: *total,
+                seq: *seq,
+            }),
+            (0x08, [hi, lo, total, seq]) => Some(InboundPart {
+                reference: u16::from_be_bytes([*hi, *lo]),
+                total: *total,
+                seq: *seq,
+            }),
+            _ => part,
+        };
+        rest = &tail[len..];
+    }
+    Some((text, part))
 }
 
 /// A short message's text by its data coding (SMPP 3.4 §5.2.19): the SMSC default alphabet
@@ -390,13 +449,12 @@ fn decode(data_coding: u8, bytes: &[u8]) -> String {
     }
 }
 
-/// The `submit_sm` of a single-part message, asking for a final receipt.
+/// The `submit_sm` of one piece of a message, asking for a final receipt.
 pub(crate) fn submit_sm(
     config: &SmppConfig,
     source: &str,
     to: &E164,
-    data_coding: u8,
-    short_message: Vec<u8>,
+    piece: &Piece,
 ) -> Result<SubmitSm, ProviderError> {
     let bad = |what: &str| {
         ProviderError::permanent(
@@ -406,7 +464,9 @@ pub(crate) fn submit_sm(
     };
     let (ton, npi) = config.source_ton_npi(source);
     let source = source.trim_start_matches('+');
-    Ok(SubmitSm::builder()
+    // SMPP 3.4 §5.2.12: UDHI (0x40) says the short message starts with a user data header.
+    let esm_class = if piece.udh.is_some() { 0x40 } else { 0x00 };
+    let mut pdu = SubmitSm::builder()
         .service_type(ServiceType::default())
         .source_addr_ton(Ton::from(ton))
         .source_addr_npi(Npi::from(npi))
@@ -414,11 +474,16 @@ pub(crate) fn submit_sm(
         .dest_addr_ton(Ton::International)
         .dest_addr_npi(Npi::Isdn)
         .destination_addr(COctetString::from_str(&address(to)).map_err(|_| bad("the recipient"))?)
-        .esm_class(EsmClass::default())
+        .esm_class(EsmClass::from(esm_class))
         .registered_delivery(RegisteredDelivery::from(0x01))
-        .data_coding(DataCoding::from(data_coding))
-        .short_message(OctetString::from_vec(short_message).map_err(|_| bad("the text"))?)
-        .build())
+        .data_coding(DataCoding::from(piece.data_coding))
+        .short_message(OctetString::from_vec(piece.short_message()).map_err(|_| bad("the text"))?);
+    if piece.payload {
+        pdu = pdu.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(
+            MessagePayload::new(AnyOctetString::from_vec(piece.text.clone())),
+        ));
+    }
+    Ok(pdu.build())
 }
 
 /// A client error in words, without anything of a PDU.
@@ -438,5 +503,42 @@ pub(crate) fn describe(e: &rusmppc::error::Error) -> String {
         }
         Error::Encode(_) | Error::Decode(_) => "a PDU could not be encoded or decoded".to_owned(),
         _ => "session error".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concatenation_headers_place_a_part() {
+        let eight = [0x05, 0x00, 0x03, 0x2A, 0x03, 0x02, b'h', b'i'];
+        assert_eq!(
+            split_udh(&eight),
+            Some((
+                &b"hi"[..],
+                Some(InboundPart {
+                    reference: 0x2A,
+                    total: 3,
+                    seq: 2
+                })
+            ))
+        );
+        // A 16-bit reference after an element we do not read (a port address).
+        let sixteen = [
+            0x0C, 0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0, 0x08, 0x04, 0x12, 0x34, 0x02, 0x01, b'x',
+        ];
+        assert_eq!(
+            split_udh(&sixteen).unwrap().1,
+            Some(InboundPart {
+                reference: 0x1234,
+                total: 2,
+                seq: 1
+            })
+        );
+        // No concatenation element: text only.
+        assert_eq!(split_udh(&[0x00, b'o', b'k']), Some((&b"ok"[..], None)));
+        // A header longer than the data is not read as text.
+        assert_eq!(split_udh(&[0x09, 0x00, 0x03]), None);
     }
 }

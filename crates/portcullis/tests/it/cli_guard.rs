@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, cli};
 
 both_backends!(
     apps_update_sets_the_guard_policy,
@@ -16,54 +16,6 @@ both_backends!(
     pause_and_resume_an_app,
     global_tenant_and_connection_pauses
 );
-
-/// What a finished CLI run left behind.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// The one JSON document a `--json` command prints.
-    fn json(&self) -> Value {
-        assert!(
-            self.ok,
-            "the command failed: {}\n{}",
-            self.stderr, self.stdout
-        );
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", self.stdout))
-    }
-}
-
-/// Runs `portcullis ARGS` against `app`'s database (and data dir), with no `PORTCULLIS_*`
-/// variable of the test's own environment leaking in.
-async fn cli(app: &TestApp, args: &[&str]) -> Run {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("PORTCULLIS_") {
-            cmd.env_remove(name);
-        }
-    }
-    let out = cmd
-        .arg("--data-dir")
-        .arg(&app.config.data_dir)
-        .arg("--database-url")
-        .arg(app.database_url())
-        .args(args)
-        .env("PORTCULLIS_LOG", "warn")
-        .current_dir(&app.config.data_dir)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run portcullis");
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 async fn app_view(app: &TestApp) -> Value {
     let (status, view) = app.get("/v1/app", &app.admin_key).await;

@@ -589,3 +589,54 @@ impl Capture {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
     }
 }
+
+/// What a finished CLI run left behind.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The one JSON document a `--json` command prints.
+    pub fn json(&self) -> Value {
+        assert!(
+            self.ok,
+            "the command failed: {}\n{}",
+            self.stderr, self.stdout
+        );
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `portcullis ARGS` against `app`'s database (and data dir) with its master key, as
+/// an operator would, and no other `PORTCULLIS_*` variable of the test's own environment.
+pub async fn cli(app: &TestApp, args: &[&str]) -> Run {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PORTCULLIS_") {
+            cmd.env_remove(name);
+        }
+    }
+    if let Some(key) = &app.config.master_key {
+        cmd.env("PORTCULLIS_MASTER_KEY", key);
+    }
+    let out = cmd
+        .arg("--data-dir")
+        .arg(&app.config.data_dir)
+        .arg("--database-url")
+        .arg(app.database_url())
+        .args(args)
+        .env("PORTCULLIS_LOG", "warn")
+        .current_dir(&app.config.data_dir)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run portcullis");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -11,7 +11,7 @@ use portcullis_store::apps;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, cli};
 use crate::smpp_peer::{IdFormat, Mo, Receipt, SmppPeer, unhex};
 
 both_backends!(
@@ -24,6 +24,11 @@ both_backends!(
     receipts_after_a_restart_are_matched,
     an_inbound_stop_suppresses,
     tps_paces_a_burst,
+    a_long_message_is_delivered_when_every_part_is,
+    a_message_cut_off_half_way_sends_only_the_missing_parts,
+    long_messages_as_message_payload,
+    unmatched_receipts_are_kept_and_shown,
+    an_inbound_message_missing_a_part_is_recorded_after_an_hour,
 );
 
 const SYSTEM_ID: &str = "portcullis";
@@ -302,6 +307,22 @@ async fn a_dropped_bind_loses_nothing(backend: Backend) {
     let state = peer.state().await;
     assert_eq!(submits_to(&state, "+14155552691").len(), 2, "{state}");
     assert_eq!(submits_to(&state, "+14155552692").len(), 2, "{state}");
+    // Each says so in its history (and in portcullis_smpp_possible_duplicates_total).
+    for m in [&a, &b] {
+        let m = message(&app, m["id"].as_str().unwrap()).await;
+        let flagged = m["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| {
+                h["status"] == "queued"
+                    && h["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("possibly a duplicate"))
+            })
+            .count();
+        assert_eq!(flagged, 1, "{m}");
+    }
     assert!(state["binds"].as_array().unwrap().len() >= 2);
     app.stop().await;
 }
@@ -365,19 +386,58 @@ async fn an_inbound_stop_suppresses(backend: Backend) {
     let (_, list) = app.get("/v1/inbound", &app.admin_key).await;
     assert_eq!(list["data"][0]["body"], "STOP", "{list}");
 
-    // A concatenated message's parts are not reassembled yet, but none is lost: each is
-    // recorded (and acknowledged) on its own, its text without the user data header.
+    // A concatenated message, its parts in random order: each part is acknowledged once
+    // kept, and the message is recorded once, whole, when the last part arrives.
+    let text = "Where is my parcel today? It was due on Monday and the tracking page says nothing.";
     let answer = peer
         .mo(Mo {
             from: "+14155552695",
             to: "+14155550199",
-            text: "Where is my parcel today?",
-            parts: 2,
+            text,
+            parts: 3,
+            shuffle: true,
             ..Mo::default()
         })
         .await;
     let seqs: Vec<Value> = answer["sequence_numbers"].as_array().unwrap().clone();
-    assert_eq!(seqs.len(), 2);
+    assert_eq!(seqs.len(), 3);
+    acknowledged(&peer, &seqs).await;
+    let (_, list) = app.get("/v1/inbound", &app.admin_key).await;
+    let bodies: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["body"].as_str())
+        .collect();
+    assert_eq!(bodies, [text, "STOP"], "{list}");
+
+    // A keyword cut across parts is still a keyword.
+    let answer = peer
+        .mo(Mo {
+            from: "+14155552696",
+            to: "+14155550199",
+            text: "STOP",
+            parts: 2,
+            ..Mo::default()
+        })
+        .await;
+    acknowledged(&peer, answer["sequence_numbers"].as_array().unwrap()).await;
+    for to in ["+14155552694", "+14155552696"] {
+        let (code, refused) = app
+            .post(
+                "/v1/messages",
+                &app.admin_key,
+                &json!({"to": to, "body": "promo", "purpose": "notification"}),
+            )
+            .await;
+        assert_eq!(code, 422, "{refused}");
+        assert_eq!(refused["code"], "recipient_suppressed");
+    }
+    app.stop().await;
+}
+
+/// Waits until the peer has ESME_ROK answers to the `deliver_sm`s numbered `seqs`.
+async fn acknowledged(peer: &SmppPeer, seqs: &[Value]) -> Value {
     peer.wait_for(
         |s| {
             seqs.iter().all(|q| {
@@ -390,37 +450,7 @@ async fn an_inbound_stop_suppresses(backend: Backend) {
         },
         WAIT,
     )
-    .await;
-    let (_, list) = app.get("/v1/inbound", &app.admin_key).await;
-    let mut parts: Vec<String> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| {
-            m["from"]
-                .as_str()
-                .is_some_and(|f| f.starts_with("+1415555"))
-        })
-        .filter_map(|m| m["body"].as_str().map(str::to_owned))
-        .filter(|b| b != "STOP")
-        .collect();
-    parts.sort();
-    assert_eq!(parts.len(), 2, "{list}");
-    assert_eq!(
-        parts.concat().len(),
-        "Where is my parcel today?".len(),
-        "{list}"
-    );
-    let (code, refused) = app
-        .post(
-            "/v1/messages",
-            &app.admin_key,
-            &json!({"to": "+14155552694", "body": "promo", "purpose": "notification"}),
-        )
-        .await;
-    assert_eq!(code, 422, "{refused}");
-    assert_eq!(refused["code"], "recipient_suppressed");
-    app.stop().await;
+    .await
 }
 
 async fn tps_paces_a_burst(backend: Backend) {
@@ -454,5 +484,385 @@ async fn tps_paces_a_burst(backend: Backend) {
         assert!(within <= 6, "{within} submits within 1 s: {times:?}");
     }
     assert!(times[10] - times[0] >= 1500.0, "{times:?}");
+    app.stop().await;
+}
+
+/// The concatenation header of a submitted part: (reference, total, seq).
+fn udh(submit: &Value) -> (u8, u8, u8) {
+    let sm = unhex(submit["short_message"].as_str().unwrap());
+    assert_eq!(&sm[..3], [0x05, 0x00, 0x03], "{submit}");
+    (sm[3], sm[4], sm[5])
+}
+
+/// The history entries of `m` with the given status that name a part, as (part, provider
+/// message id).
+fn part_entries(m: &Value, status: &str) -> Vec<(u64, String)> {
+    let mut parts: Vec<(u64, String)> = m["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["status"] == status && h["part"].is_u64())
+        .map(|h| {
+            (
+                h["part"].as_u64().unwrap(),
+                h["provider_message_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    parts.sort();
+    parts
+}
+
+async fn a_long_message_is_delivered_when_every_part_is(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let peer = SmppPeer::start(SYSTEM_ID, PASSWORD, IdFormat::Hex).await;
+    connection(&app, &peer, json!({})).await;
+    let text: String = (0..400)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let accepted = app.send("+14155552701", &text).await;
+    assert_eq!(accepted["segments"], 3, "{accepted}");
+    let id = accepted["id"].as_str().unwrap();
+    let sent = app.wait_for_status(id, &app.admin_key, "sent", WAIT).await;
+
+    // Three submit_sm with UDHI set, one reference, parts of 153 septets.
+    let state = peer.state().await;
+    let mut submits = submits_to(&state, "+14155552701");
+    submits.sort_by_key(udh);
+    assert_eq!(submits.len(), 3, "{state}");
+    let reference = udh(&submits[0]).0;
+    let mut rebuilt = Vec::new();
+    for (i, submit) in submits.iter().enumerate() {
+        assert_eq!(submit["esm_class"], 0x40);
+        assert_eq!(udh(submit), (reference, 3, i as u8 + 1));
+        rebuilt.extend_from_slice(&unhex(submit["short_message"].as_str().unwrap())[6..]);
+    }
+    assert_eq!(rebuilt, text.as_bytes());
+    assert_eq!(
+        unhex(submits[0]["short_message"].as_str().unwrap()).len(),
+        6 + 153
+    );
+
+    // The history has a `sent` entry per part with the part's own id.
+    let ids: Vec<(u64, String)> = submits
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i as u64 + 1, s["message_id"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(part_entries(&sent, "sent"), ids, "{sent}");
+
+    // Receipts in random order: the message is delivered with the last of them, not
+    // before.
+    for n in [2usize, 0] {
+        peer.receipt(Receipt {
+            message_id: &ids[n].1,
+            // One by TLVs, one by text only.
+            tlvs: n == 2,
+            ..Receipt::default()
+        })
+        .await;
+    }
+    let m = wait_for_part_entries(&app, id, "delivered", 2).await;
+    assert_eq!(m["status"], "sent", "{m}");
+    peer.receipt(Receipt {
+        message_id: &ids[1].1,
+        ..Receipt::default()
+    })
+    .await;
+    let delivered = app
+        .wait_for_status(id, &app.admin_key, "delivered", WAIT)
+        .await;
+    assert_eq!(part_entries(&delivered, "delivered"), ids, "{delivered}");
+    let last = delivered["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["detail"], "all 3 parts delivered", "{delivered}");
+
+    // One part that is not delivered settles the message at once, whatever the others say
+    // later (still recorded, per part).
+    let accepted = app.send("+14155552702", &text).await;
+    let id = accepted["id"].as_str().unwrap();
+    app.wait_for_status(id, &app.admin_key, "sent", WAIT).await;
+    let state = peer.state().await;
+    let mut submits = submits_to(&state, "+14155552702");
+    submits.sort_by_key(udh);
+    let ids: Vec<&str> = submits
+        .iter()
+        .map(|s| s["message_id"].as_str().unwrap())
+        .collect();
+    peer.receipt(Receipt {
+        message_id: ids[1],
+        stat: "UNDELIV",
+        err: "001",
+        ..Receipt::default()
+    })
+    .await;
+    let undelivered = app
+        .wait_for_status(id, &app.admin_key, "undelivered", WAIT)
+        .await;
+    let last = undelivered["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["detail"], "part 2 of 3 undelivered", "{undelivered}");
+    for pid in [ids[0], ids[2]] {
+        peer.receipt(Receipt {
+            message_id: pid,
+            ..Receipt::default()
+        })
+        .await;
+    }
+    let m = wait_for_part_entries(&app, id, "delivered", 2).await;
+    assert_eq!(m["status"], "undelivered", "{m}");
+    app.stop().await;
+}
+
+/// Waits until the history of message `id` has `n` part entries with `status`.
+async fn wait_for_part_entries(app: &TestApp, id: &str, status: &str, n: usize) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = message(app, id).await;
+        if part_entries(&m, status).len() >= n {
+            return m;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_message_cut_off_half_way_sends_only_the_missing_parts(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let peer = SmppPeer::start(SYSTEM_ID, PASSWORD, IdFormat::Hex).await;
+    connection(&app, &peer, json!({})).await;
+    // Bound before the long message goes, so its three parts are submitted together.
+    let first = app.send("+14155552703", "warm up").await;
+    app.wait_for_status(first["id"].as_str().unwrap(), &app.admin_key, "sent", WAIT)
+        .await;
+    // The first part to arrive is throttled; the other two are accepted.
+    peer.script(0x58, 1).await;
+    let text = "Ж".repeat(150);
+    let accepted = app.send("+14155552704", &text).await;
+    assert_eq!(accepted["segments"], 3, "{accepted}");
+    let id = accepted["id"].as_str().unwrap();
+    let sent = app.wait_for_status(id, &app.admin_key, "sent", WAIT).await;
+
+    // Four submits: three, then only the throttled part again, under the same reference.
+    let state = peer.state().await;
+    let submits = submits_to(&state, "+14155552704");
+    assert_eq!(submits.len(), 4, "{state}");
+    let throttled: Vec<&Value> = submits
+        .iter()
+        .filter(|s| s["command_status"] == 0x58)
+        .collect();
+    assert_eq!(throttled.len(), 1, "{state}");
+    assert_eq!(udh(&submits[3]), udh(throttled[0]), "{state}");
+    let mut accepted_parts: Vec<(u8, u8, u8)> = submits
+        .iter()
+        .filter(|s| s["command_status"] == 0)
+        .map(udh)
+        .collect();
+    accepted_parts.sort();
+    let reference = accepted_parts[0].0;
+    assert_eq!(
+        accepted_parts,
+        [(reference, 3, 1), (reference, 3, 2), (reference, 3, 3)]
+    );
+    assert!(submits.iter().all(|s| s["data_coding"] == 8));
+    let parts = part_entries(&sent, "sent");
+    assert_eq!(parts.len(), 3, "{sent}");
+    // The retry is in the history between the parts.
+    assert!(
+        sent["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["status"] == "queued"
+                && h["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("ESME_RTHROTTLED"))),
+        "{sent}"
+    );
+    for (_, pid) in &parts {
+        peer.receipt(Receipt {
+            message_id: pid,
+            ..Receipt::default()
+        })
+        .await;
+    }
+    app.wait_for_status(id, &app.admin_key, "delivered", WAIT)
+        .await;
+    app.stop().await;
+}
+
+async fn long_messages_as_message_payload(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let peer = SmppPeer::start(SYSTEM_ID, PASSWORD, IdFormat::Hex).await;
+    connection(&app, &peer, json!({"long_messages": "message_payload"})).await;
+    let text = "p".repeat(300);
+    let accepted = app.send("+14155552705", &text).await;
+    let id = accepted["id"].as_str().unwrap();
+    let sent = app.wait_for_status(id, &app.admin_key, "sent", WAIT).await;
+    let state = peer.state().await;
+    let submits = submits_to(&state, "+14155552705");
+    assert_eq!(submits.len(), 1, "{state}");
+    assert_eq!(submits[0]["short_message"], "");
+    assert_eq!(
+        unhex(submits[0]["message_payload"].as_str().unwrap()),
+        text.as_bytes()
+    );
+    assert_eq!(sent["provider_message_id"], submits[0]["message_id"]);
+    peer.receipt(Receipt {
+        message_id: submits[0]["message_id"].as_str().unwrap(),
+        ..Receipt::default()
+    })
+    .await;
+    app.wait_for_status(id, &app.admin_key, "delivered", WAIT)
+        .await;
+    app.stop().await;
+}
+
+async fn unmatched_receipts_are_kept_and_shown(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let peer = SmppPeer::start(SYSTEM_ID, PASSWORD, IdFormat::Hex).await;
+    let conn = connection(&app, &peer, json!({})).await;
+    let first = app.send("+14155552706", "bind first").await;
+    app.wait_for_status(first["id"].as_str().unwrap(), &app.admin_key, "sent", WAIT)
+        .await;
+    // A receipt for an id the gateway never had: acknowledged once kept, and shown.
+    let seq = peer
+        .receipt(Receipt {
+            message_id: "DEADBEEF42",
+            stat: "UNDELIV",
+            ..Receipt::default()
+        })
+        .await;
+    acknowledged(&peer, &[json!(seq)]).await;
+    let shown = cli(&app, &["connections", "show", &conn, "--json"])
+        .await
+        .json();
+    assert_eq!(shown["id"], conn.as_str());
+    assert_eq!(shown["unmatched_receipts"]["count"], 1, "{shown}");
+    let kept = &shown["unmatched_receipts"]["recent"][0];
+    assert_eq!(kept["provider_message_id"], "DEADBEEF42", "{shown}");
+    assert_eq!(kept["status"], "undelivered");
+    assert!(!shown.to_string().contains(PASSWORD), "{shown}");
+
+    // Configurations are checked for their type when written, naming the field only.
+    let bad = app.config.data_dir.join("bad-smpp.json");
+    std::fs::write(
+        &bad,
+        r#"{"host": "127.0.0.1", "system_id": "x", "password": "far-too-long-secret"}"#,
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    for args in [
+        vec!["connections", "update", conn.as_str(), "--config-file", bad],
+        vec![
+            "connections",
+            "create",
+            "--type",
+            "smpp",
+            "--name",
+            "n",
+            "--config-file",
+            bad,
+        ],
+    ] {
+        let run = cli(&app, &args).await;
+        assert!(!run.ok, "{}", run.stdout);
+        assert!(run.stderr.contains("password"), "{}", run.stderr);
+        assert!(!run.stderr.contains("far-too-long"), "{}", run.stderr);
+    }
+    let good = app.config.data_dir.join("good-smpp.json");
+    std::fs::write(
+        &good,
+        json!({"host": "127.0.0.1", "port": peer.port(), "system_id": SYSTEM_ID, "password": PASSWORD, "window": 8})
+            .to_string(),
+    )
+    .unwrap();
+    let run = cli(
+        &app,
+        &[
+            "connections",
+            "update",
+            conn.as_str(),
+            "--config-file",
+            good.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(run.ok, "{}", run.stderr);
+    let store = &app.server.as_ref().unwrap().store;
+    let (_, config) = store
+        .connection_with_config(&ConnectionId::parse(&conn).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(config["window"], 8);
+    app.stop().await;
+}
+
+async fn an_inbound_message_missing_a_part_is_recorded_after_an_hour(backend: Backend) {
+    use portcullis_domain::{Channel, E164, InboundId, TenantId};
+    use portcullis_store::inbound::{InboundMessage, PartPlace};
+
+    let app = TestApp::spawn(backend).await;
+    let peer = SmppPeer::start(SYSTEM_ID, PASSWORD, IdFormat::Hex).await;
+    let conn = connection(&app, &peer, json!({})).await;
+    // Parts 1 and 3 of 3 arrived two hours ago (kept as the recorder keeps them); part 2
+    // never came. The recorder's sweep records what there is, the gap marked.
+    let store = &app.server.as_ref().unwrap().store;
+    let two_hours_ago = portcullis_store::now_ms() - 2 * 3600 * 1000;
+    let mut tx = store.db.begin().await.unwrap();
+    for (seq, text) in [(1u8, "Where is "), (3, "today?")] {
+        let part = InboundMessage {
+            id: InboundId::new(),
+            tenant_id: TenantId::parse(&app.tenant_id).unwrap(),
+            app_id: AppId::parse(&app.app_id).unwrap(),
+            connection_id: ConnectionId::parse(&conn).unwrap(),
+            provider_message_id: format!("part-{seq}"),
+            from: E164::parse("+14155552707").unwrap(),
+            to: "+14155550199".to_owned(),
+            channel: Channel::Sms,
+            body: text.to_owned(),
+            received_at: two_hours_ago,
+        };
+        let place = PartPlace {
+            reference: 7,
+            total: 3,
+            seq,
+        };
+        assert!(
+            store
+                .add_inbound_part(&mut tx, &part, place)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Kept once: the same part again is a duplicate.
+        assert!(
+            store
+                .add_inbound_part(&mut tx, &part, place)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    tx.commit().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, list) = app.get("/v1/inbound", &app.admin_key).await;
+        if let Some(m) = list["data"].as_array().unwrap().first() {
+            assert_eq!(m["body"], "Where is [part 2 of 3 missing]today?", "{list}");
+            assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     app.stop().await;
 }
