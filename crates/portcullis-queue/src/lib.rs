@@ -81,16 +81,23 @@ pub async fn claim(
     owner: &str,
     now: i64,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
-    let lock = match tx.backend() {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
+    const DUE: &str = "SELECT id FROM jobs WHERE queue = $4 AND state = 'ready' AND run_at <= $3 \
+         AND (locked_until IS NULL OR locked_until <= $3) ORDER BY run_at LIMIT $5";
+    let sql = match tx.backend() {
+        // A materialized CTE runs the locking select exactly once. As `id IN (subquery)`,
+        // PostgreSQL may plan a semi join that re-runs it per row when the statistics call
+        // `jobs` empty (as they do between bursts), which made claims take seconds.
+        Backend::Postgres => format!(
+            "WITH due AS MATERIALIZED ({DUE} FOR UPDATE SKIP LOCKED) \
+             UPDATE jobs SET locked_until = $1, lease_owner = $2, attempts = jobs.attempts + 1, \
+             updated_at = $3 FROM due WHERE jobs.id = due.id \
+             RETURNING jobs.id, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.run_at"
+        ),
+        Backend::Sqlite => format!(
+            "UPDATE jobs SET locked_until = $1, lease_owner = $2, attempts = attempts + 1, updated_at = $3 \
+             WHERE id IN ({DUE}) RETURNING id, payload, attempts, max_attempts, run_at"
+        ),
     };
-    let sql = format!(
-        "UPDATE jobs SET locked_until = $1, lease_owner = $2, attempts = attempts + 1, updated_at = $3 \
-         WHERE id IN (SELECT id FROM jobs WHERE queue = $4 AND state = 'ready' AND run_at <= $3 \
-         AND (locked_until IS NULL OR locked_until <= $3) ORDER BY run_at LIMIT $5{lock}) \
-         RETURNING id, payload, attempts, max_attempts, run_at"
-    );
     let rows: Vec<(String, String, i64, i64, i64)> =
         on_tx!(&mut *tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(now + lease.as_millis() as i64)
@@ -116,7 +123,14 @@ pub async fn claim(
 pub async fn complete(tx: &mut Tx, jobs: &[&ClaimedJob]) -> Result<(), StoreError> {
     for chunk in jobs.chunks(500) {
         on_tx!(&mut *tx, |c| {
-            let mut qb = QueryBuilder::new("DELETE FROM jobs WHERE (id, attempts) IN (");
+            // `id IN` first: SQLite plans a row-value `IN` alone as a scan of the whole
+            // table, so the primary-key lookup must come from a plain list.
+            let mut qb = QueryBuilder::new("DELETE FROM jobs WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for j in chunk {
+                sep.push_bind(j.id.as_str());
+            }
+            qb.push(") AND (id, attempts) IN (");
             let mut sep = qb.separated(", ");
             for j in chunk {
                 sep.push("(")

@@ -118,9 +118,7 @@ async fn relay_once(shared: &Shared, jobs: &mpsc::Sender<Leased>) -> Result<usiz
             .iter()
             .map(|e| format!("{}:{}", e.app_id.as_str(), e.id.as_str()))
             .collect();
-        // NOTIFY payloads must stay under 8000 bytes.
-        for chunk in ids.chunks(150) {
-            let payload = chunk.join(",");
+        for payload in notify_payloads(&ids) {
             on_tx!(&mut tx, |c| sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
                 .bind(&payload)
@@ -201,5 +199,41 @@ pub(crate) async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// NOTIFY payloads must stay under 8000 bytes (PostgreSQL refuses the whole transaction
+/// otherwise): the ids, comma-separated, cut by size rather than by count.
+fn notify_payloads(ids: &[String]) -> Vec<String> {
+    const MAX: usize = 7900;
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for id in ids {
+        if !current.is_empty() && current.len() + 1 + id.len() > MAX {
+            out.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(',');
+        }
+        current.push_str(id);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn notify_payloads_stay_under_the_limit() {
+        // Event ids as the relay writes them: app id, colon, event id (57 bytes).
+        let ids: Vec<String> = (0..1000)
+            .map(|i| format!("app_00VbpYDtIy3vjTENb3to4zoT:evt_00VbpYDtIy3vjTENb3{i:06}"))
+            .collect();
+        let payloads = super::notify_payloads(&ids);
+        assert!(payloads.iter().all(|p| p.len() < 8000));
+        assert_eq!(payloads.join(","), ids.join(","));
+        assert!(super::notify_payloads(&[]).is_empty());
     }
 }

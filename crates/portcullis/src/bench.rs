@@ -16,6 +16,8 @@
 //!   It polls the gateway's `portcullis_messages_total{status=…}` counters on `GET /metrics`
 //!   (open in dev mode, or with `--metrics-token`); where `/metrics` is not available it
 //!   polls the last accepted message and then a random sample of the others.
+//! - `--wait-sent` waits only until every accepted message was handed to the provider
+//!   (`sent`, or refused): for a provider that sends no receipts, where `sent` is final.
 //! - `--pid P` reads the gateway's peak RSS (`VmHWM`) and CPU time (`utime + stime`) from
 //!   `/proc/P` before and after.
 //!
@@ -72,6 +74,11 @@ pub struct BenchArgs {
     /// report the end-to-end rate.
     #[arg(long)]
     pub wait_delivered: bool,
+    /// After the load, wait only until every accepted message was handed to the provider
+    /// (`sent` or refused) and report that rate: for a provider without receipts, where a
+    /// message stays `sent`. Needs `/metrics`.
+    #[arg(long, conflicts_with = "wait_delivered")]
+    pub wait_sent: bool,
     /// Give up waiting for deliveries after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub wait_timeout: u64,
@@ -108,6 +115,7 @@ impl std::fmt::Debug for BenchArgs {
             .field("schedule_ahead", &self.schedule_ahead)
             .field("pid", &self.pid)
             .field("wait_delivered", &self.wait_delivered)
+            .field("wait_sent", &self.wait_sent)
             .field("client", &self.client)
             .field("ca_file", &self.ca_file)
             .field("purpose", &self.purpose)
@@ -191,19 +199,23 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         ),
     }
 
-    let baseline = if args.wait_delivered {
+    let wait = args.wait_delivered || args.wait_sent;
+    let baseline = if wait {
         fetch_counters(&control, &target, args.metrics_token.as_deref()).await
     } else {
         None
     };
+    if args.wait_sent && baseline.is_none() {
+        bail!("--wait-sent needs the gateway's /metrics (dev mode, or --metrics-token)");
+    }
     let run_tag = run_tag();
     let mut conns = Vec::with_capacity(args.concurrency);
     for _ in 0..args.concurrency {
         conns.push(Conn::new(kind, &target).await?);
     }
     let keep_ids = args.wait_delivered && baseline.is_none();
-    if args.wait_delivered && args.schedule_ahead.is_some() {
-        bail!("--wait-delivered and --schedule-ahead do not go together");
+    if wait && args.schedule_ahead.is_some() {
+        bail!("--wait-delivered or --wait-sent and --schedule-ahead do not go together");
     }
     let purpose = portcullis_domain::Purpose::parse(&args.purpose)
         .map_err(|_| anyhow::anyhow!("--purpose must be one of otp, transactional, alert, notification, support, marketing"))?
@@ -241,12 +253,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         purpose,
     };
     let started = Instant::now();
+    let started_unix_ms = unix_ms(SystemTime::now());
     let (conns, load) = run_phase(conns, plan).await;
     drop(conns);
     let proc_after_load = args.pid.map(ProcStats::read).transpose()?;
     let self_after = ProcStats::read_self();
 
-    let delivery = if args.wait_delivered {
+    let delivery = if wait {
         let expect = warmup_accepted + load.accepted();
         let deadline = started + Duration::from_secs(args.wait_timeout);
         Some(match &baseline {
@@ -265,6 +278,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         kind,
         target: &target,
         load: &load,
+        started_unix_ms,
         delivery: delivery.as_ref(),
         gateway: match (proc_before, proc_after_load, proc_after) {
             (Some(b), Some(l), Some(a)) => Some((b, l, a)),
@@ -468,6 +482,13 @@ fn message_body(i: u64, plan: &Plan) -> String {
         plan.purpose,
         plan.send_at,
     )
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// RFC 3339 (UTC) of now plus `secs`, for `send_at`.
@@ -811,10 +832,20 @@ fn delta(now: &Counters, base: &Counters, status: &str) -> u64 {
     d.max(0.0) as u64
 }
 
+/// Messages handed to the provider (`sent`, whatever happened after, or refused:
+/// `failed`) and messages in a terminal status, since `base`.
+fn progress(now: &Counters, base: &Counters) -> (u64, u64) {
+    let handed = delta(now, base, "sent") + delta(now, base, "failed");
+    let terminal = TERMINAL.iter().map(|s| delta(now, base, s)).sum();
+    (handed, terminal)
+}
+
 /// How the accepted messages fared after acceptance.
 struct Delivery {
     method: &'static str,
     expected: u64,
+    /// Every message reached what was waited for (terminal, or with `--wait-sent` handed
+    /// to the provider).
     complete: bool,
     /// Time from the start of the load until every message had been handed to the
     /// provider (metrics method only).
@@ -838,14 +869,21 @@ async fn wait_by_metrics(
     loop {
         if let Some(now) = fetch_counters(client, target, args.metrics_token.as_deref()).await {
             let at = started.elapsed();
-            // "sent" counts a message once it is handed over, whatever happens after;
-            // a refusal by the provider skips it, so count those too.
-            let handed = delta(&now, baseline, "sent") + delta(&now, baseline, "failed");
+            let (handed, terminal) = progress(&now, baseline);
             if all_sent_after.is_none() && handed >= expected {
                 all_sent_after = Some(at);
             }
-            let terminal: u64 = TERMINAL.iter().map(|s| delta(&now, baseline, s)).sum();
             last = now;
+            if args.wait_sent && handed >= expected {
+                return Delivery {
+                    method: "metrics",
+                    expected,
+                    complete: true,
+                    all_sent_after,
+                    all_terminal_after: None,
+                    by_status: status_deltas(&last, baseline),
+                };
+            }
             if terminal >= expected {
                 return Delivery {
                     method: "metrics",
@@ -1048,6 +1086,8 @@ struct Report<'a> {
     kind: ClientKind,
     target: &'a Target,
     load: &'a LoadResult,
+    /// Wall-clock start of the measured load (to line it up with a peer's own clock).
+    started_unix_ms: u64,
     delivery: Option<&'a Delivery>,
     /// Gateway before the load, after the load, after deliveries.
     gateway: Option<(ProcStats, ProcStats, ProcStats)>,
@@ -1132,6 +1172,7 @@ impl Report<'_> {
             "accepted": l.accepted(),
             "errors": self.errors(),
             "error_codes": l.first_error,
+            "started_unix_ms": self.started_unix_ms,
             "duration_seconds": round(l.elapsed().as_secs_f64(), 3),
             "accepted_msgs_per_sec": round(l.accepted_per_sec(), 1),
             "latency_ms": Self::latency_json(&l.latency_us),
@@ -1228,6 +1269,14 @@ impl Report<'_> {
                 );
             }
             match self.end_to_end() {
+                None if self.args.wait_sent && d.complete => {
+                    let _ = writeln!(
+                        o,
+                        "  statuses          {} ({}; not waited for terminal statuses)",
+                        statuses.join(", "),
+                        d.method
+                    );
+                }
                 Some((secs, rate)) => {
                     let _ = writeln!(
                         o,
@@ -1239,7 +1288,12 @@ impl Report<'_> {
                 None => {
                     let _ = writeln!(
                         o,
-                        "  end to end        INCOMPLETE after {} s ({}: {})",
+                        "  {}INCOMPLETE after {} s ({}: {})",
+                        if self.args.wait_sent {
+                            "all sent          "
+                        } else {
+                            "end to end        "
+                        },
                         self.args.wait_timeout,
                         d.method,
                         statuses.join(", ")
@@ -1322,6 +1376,25 @@ mod tests {
         assert_eq!(c.get("sent"), Some(&12.0));
         assert_eq!(c.get("delivered"), Some(&10.0));
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn progress_counts_handed_and_terminal_since_the_baseline() {
+        let counters = |pairs: &[(&str, f64)]| -> Counters {
+            pairs.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
+        };
+        let base = counters(&[("sent", 5.0), ("delivered", 5.0), ("queued", 7.0)]);
+        // 10 handed since the baseline (8 sent, 2 refused), of which 4 delivered.
+        let now = counters(&[
+            ("sent", 13.0),
+            ("failed", 2.0),
+            ("delivered", 9.0),
+            ("queued", 30.0),
+        ]);
+        assert_eq!(progress(&now, &base), (10, 6));
+        assert_eq!(progress(&base, &base), (0, 0));
+        // A counter that went backwards (a restarted gateway) never counts negative.
+        assert_eq!(progress(&base, &now), (0, 0));
     }
 
     #[test]

@@ -235,7 +235,7 @@ impl SmppConfig {
             data_coding,
             long_messages,
             enquire_link: Duration::from_secs(number("enquire_link_seconds", 5, 3600, 30)?),
-            response_timeout: Duration::from_secs(number("response_timeout_seconds", 1, 300, 10)?),
+            response_timeout: Duration::from_secs(number("response_timeout_seconds", 1, 20, 10)?),
         })
     }
 
@@ -531,11 +531,22 @@ impl Shared {
         source: &str,
         piece: &parts::Piece,
     ) -> Result<String, ProviderError> {
-        let Ok(_permit) = self.window.acquire().await else {
-            return Err(ProviderError::unavailable(
-                "the connection is shutting down",
-            ));
-        };
+        // Bounded, like everything in a send: a job's lease (30 s by default) must not run
+        // out while its message waits here, or another worker would send it as well.
+        let _permit =
+            match tokio::time::timeout(self.config.response_timeout, self.window.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => {
+                    return Err(ProviderError::unavailable(
+                        "the connection is shutting down",
+                    ));
+                }
+                Err(_) => {
+                    return Err(ProviderError::unavailable(
+                        "smpp: the submit window stayed full",
+                    ));
+                }
+            };
         let Some(client) = self.wait_for_submitter().await else {
             return Err(ProviderError::unavailable("smpp: no session is bound"));
         };
@@ -545,10 +556,21 @@ impl Shared {
         metrics::gauge!("portcullis_smpp_window_in_use", "connection" => conn.clone())
             .set((capacity - self.window.available_permits()) as f64);
         let started = std::time::Instant::now();
-        let answer = client
-            .response_timeout(self.config.response_timeout)
-            .submit_sm(pdu)
-            .await;
+        // rusmppc times the response from when the request is written; ours covers the
+        // wait to be written as well.
+        let answer = tokio::time::timeout(
+            self.config.response_timeout + Duration::from_secs(1),
+            client
+                .response_timeout(self.config.response_timeout)
+                .submit_sm(pdu),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(rusmppc::error::Error::ResponseTimeout {
+                sequence_number: 0,
+                timeout: self.config.response_timeout,
+            })
+        });
         metrics::histogram!("portcullis_smpp_submit_seconds", "connection" => conn.clone())
             .record(started.elapsed().as_secs_f64());
         let status = |s: u32| {

@@ -60,7 +60,7 @@ impl Role {
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// How long the `unbind` at shutdown may take before the socket is simply closed.
+/// How long the `unbind` at shutdown (and then the close) may take.
 const UNBIND_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs one session of `shared`'s connection until `stop`.
@@ -97,7 +97,9 @@ pub(crate) async fn run(
                     {
                         tracing::info!(connection = %conn, "smpp: no unbind_resp; closing");
                     }
-                    let _ = client.close().await;
+                    // Bounded too: a session that stopped answering must not hold up the
+                    // gateway's shutdown.
+                    let _ = tokio::time::timeout(UNBIND_GRACE, client.close()).await;
                     tracing::info!(connection = %conn, session = slot, "smpp: unbound");
                     return;
                 }

@@ -239,6 +239,15 @@ impl SmppPeer {
 
     /// From now on, each accepted submit_sm's DELIVRD receipt goes out before its
     /// submit_sm_resp.
+    /// A plain `DELIVRD` receipt (with TLVs) for `message_id`; its sequence number.
+    pub async fn delivered(&self, message_id: &str) -> u32 {
+        self.receipt(Receipt {
+            message_id,
+            ..Receipt::default()
+        })
+        .await
+    }
+
     pub async fn receipt_mode(&self, before_response: bool) {
         self.post("/receipt_mode", json!({"before_response": before_response}))
             .await;
