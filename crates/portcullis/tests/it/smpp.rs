@@ -115,12 +115,7 @@ async fn send_then_a_receipt_delivers(backend: Backend) {
     let delivered = app
         .wait_for_status(id, &app.admin_key, "delivered", WAIT)
         .await;
-    let last = delivered["history"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = last_entry(&delivered);
     assert_eq!(
         last["detail"], "smpp receipt stat:DELIVRD err:000",
         "{delivered}"
@@ -357,7 +352,7 @@ async fn receipts_after_a_restart_are_matched(backend: Backend) {
     let m = app
         .wait_for_status(&id, &app.admin_key, "undelivered", WAIT)
         .await;
-    let last = m["history"].as_array().unwrap().last().unwrap().clone();
+    let last = last_entry(&m);
     assert_eq!(last["detail"], "smpp receipt stat:UNDELIV err:011", "{m}");
     app.stop().await;
 }
@@ -576,12 +571,7 @@ async fn a_long_message_is_delivered_when_every_part_is(backend: Backend) {
         .wait_for_status(id, &app.admin_key, "delivered", WAIT)
         .await;
     assert_eq!(part_entries(&delivered, "delivered"), ids, "{delivered}");
-    let last = delivered["history"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = last_entry(&delivered);
     assert_eq!(last["detail"], "all 3 parts delivered", "{delivered}");
 
     // One part that is not delivered settles the message at once, whatever the others say
@@ -606,12 +596,7 @@ async fn a_long_message_is_delivered_when_every_part_is(backend: Backend) {
     let undelivered = app
         .wait_for_status(id, &app.admin_key, "undelivered", WAIT)
         .await;
-    let last = undelivered["history"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = last_entry(&undelivered);
     assert_eq!(last["detail"], "part 2 of 3 undelivered", "{undelivered}");
     for pid in [ids[0], ids[2]] {
         peer.delivered(pid).await;
@@ -915,4 +900,9 @@ async fn a_burst_through_a_wide_window_does_not_stall(backend: Backend) {
         "no duplicates"
     );
     app.stop().await;
+}
+
+/// The last entry of a message's history.
+fn last_entry(m: &Value) -> Value {
+    m["history"].as_array().unwrap().last().unwrap().clone()
 }
