@@ -32,18 +32,17 @@ pub(crate) async fn run(
         let received = tokio::select! {
             n = events.recv_many(&mut batch, MAX_BATCH) => n,
             _ = reconcile.tick() => {
-                match reconcile_unmatched(&store).await {
-                    Ok(0) => {}
-                    Ok(_) => events_written.notify_one(),
-                    Err(e) => tracing::warn!(error = %e, "reconciling unmatched receipts failed"),
-                }
-                match record_overdue_parts(&store, max_attempts).await {
-                    Ok(0) => {}
-                    Ok(_) => {
-                        work.notify_waiters();
-                        events_written.notify_one();
+                match sweep(&store, max_attempts).await {
+                    Ok((changed, inbound)) => {
+                        // A new inbound message may have queued a keyword reply.
+                        if inbound > 0 {
+                            work.notify_waiters();
+                        }
+                        if changed > 0 || inbound > 0 {
+                            events_written.notify_one();
+                        }
                     }
-                    Err(e) => tracing::warn!(error = %e, "recording incomplete inbound messages failed"),
+                    Err(e) => tracing::warn!(error = %e, "the recorder's sweep failed"),
                 }
                 continue;
             }
@@ -99,18 +98,13 @@ pub(crate) async fn run(
     }
 }
 
-async fn reconcile_unmatched(store: &Store) -> Result<usize, StoreError> {
+/// The recorder's periodic work, in one transaction: kept receipts whose message has since
+/// been recorded (see `Store::reconcile_unmatched`), and concatenated inbound messages
+/// whose missing parts never came, recorded with what did. Returns the status changes and
+/// the inbound messages stored.
+async fn sweep(store: &Store, max_attempts: u32) -> Result<(usize, u64), StoreError> {
     let mut tx = store.db.begin().await?;
     let applied = store.reconcile_unmatched(&mut tx).await?;
-    tx.commit().await?;
-    crate::count_changes(&applied.changes);
-    count_receipts(&applied.matched, "matched_later");
-    Ok(applied.changes.len())
-}
-
-/// Concatenated inbound messages whose missing parts never came, recorded with what did.
-async fn record_overdue_parts(store: &Store, max_attempts: u32) -> Result<u64, StoreError> {
-    let mut tx = store.db.begin().await?;
     let overdue = store.overdue_inbound_parts(&mut tx).await?;
     let mut stored = 0;
     for m in &overdue {
@@ -119,8 +113,10 @@ async fn record_overdue_parts(store: &Store, max_attempts: u32) -> Result<u64, S
         stored += u64::from(store_inbound(store, &mut tx, &app, m, max_attempts).await?);
     }
     tx.commit().await?;
+    crate::count_changes(&applied.changes);
+    count_receipts(&applied.matched, "matched_later");
     metrics::counter!("portcullis_inbound_messages_total").increment(stored);
-    Ok(stored)
+    Ok((applied.changes.len(), stored))
 }
 
 /// `portcullis_receipts_total{connection, result}`: receipts that found their message or

@@ -57,6 +57,23 @@ struct InboundRow {
     received_at: i64,
 }
 
+/// One kept part of a concatenated inbound message.
+#[derive(sqlx::FromRow)]
+struct PartRow {
+    set_key: String,
+    seq: i64,
+    total: i64,
+    tenant_id: String,
+    app_id: String,
+    connection_id: String,
+    sender_sealed: Vec<u8>,
+    recipient: String,
+    channel: String,
+    body_sealed: Vec<u8>,
+    received_at: i64,
+    completed_at: Option<i64>,
+}
+
 const COLUMNS: &str = "id, tenant_id, app_id, connection_id, provider_message_id, sender_sealed, \
      recipient, channel, body_sealed, received_at";
 
@@ -257,21 +274,7 @@ impl Store {
         keys: &[String],
         incomplete: bool,
     ) -> Result<Vec<InboundMessage>, StoreError> {
-        type Row = (
-            String,
-            i64,
-            i64,
-            String,
-            String,
-            String,
-            Vec<u8>,
-            String,
-            String,
-            Vec<u8>,
-            i64,
-            Option<i64>,
-        );
-        let rows: Vec<Row> = on_tx!(&mut *tx, |c| {
+        let rows: Vec<PartRow> = on_tx!(&mut *tx, |c| {
             let mut qb = QueryBuilder::new(
                 "SELECT set_key, seq, total, tenant_id, app_id, connection_id, sender_sealed, \
                  recipient, channel, body_sealed, received_at, completed_at \
@@ -284,34 +287,42 @@ impl Store {
             qb.push(") ORDER BY set_key, seq");
             qb.build_query_as().fetch_all(c).await
         })?;
-        let mut sets: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+        let mut sets: BTreeMap<String, Vec<PartRow>> = BTreeMap::new();
         for r in rows {
-            sets.entry(r.0.clone()).or_default().push(r);
+            sets.entry(r.set_key.clone()).or_default().push(r);
         }
         let mut out = Vec::new();
         let now = now_ms();
         for (key, parts) in sets {
-            let total = parts[0].2;
+            let total = parts[0].total;
             let whole = parts.len() as i64 == total;
-            if parts.iter().any(|p| p.11.is_some()) || !(whole || incomplete) {
+            if parts.iter().any(|p| p.completed_at.is_some()) || !(whole || incomplete) {
                 continue;
             }
             let mut body = String::new();
             let mut expected = 1;
             for p in &parts {
                 // A missing part is marked where it belongs, so the reader sees the gap.
-                for gap in expected..p.1 {
+                for gap in expected..p.seq {
                     body.push_str(&format!("[part {gap} of {total} missing]"));
                 }
-                body.push_str(&self.open_string(PART_BODY, &format!("{key}:{}", p.1), &p.9)?);
-                expected = p.1 + 1;
+                body.push_str(&self.open_string(
+                    PART_BODY,
+                    &format!("{key}:{}", p.seq),
+                    &p.body_sealed,
+                )?);
+                expected = p.seq + 1;
             }
             for gap in expected..=total {
                 body.push_str(&format!("[part {gap} of {total} missing]"));
             }
             let first = &parts[0];
-            let from = self.open_string(PART_SENDER, &format!("{key}:{}", first.1), &first.6)?;
-            let received_at = parts.iter().map(|p| p.10).max().unwrap_or(now);
+            let from = self.open_string(
+                PART_SENDER,
+                &format!("{key}:{}", first.seq),
+                &first.sender_sealed,
+            )?;
+            let received_at = parts.iter().map(|p| p.received_at).max().unwrap_or(now);
             on_tx!(&mut *tx, |c| {
                 sqlx::query(
                     "UPDATE inbound_parts SET completed_at = $1, body_sealed = $2 WHERE set_key = $3",
@@ -325,15 +336,19 @@ impl Store {
             })?;
             out.push(InboundMessage {
                 id: InboundId::new(),
-                tenant_id: TenantId::from_trusted(first.3.clone()),
-                app_id: AppId::from_trusted(first.4.clone()),
-                connection_id: ConnectionId::from_trusted(first.5.clone()),
+                tenant_id: TenantId::from_trusted(first.tenant_id.clone()),
+                app_id: AppId::from_trusted(first.app_id.clone()),
+                connection_id: ConnectionId::from_trusted(first.connection_id.clone()),
                 // The set's key (a keyed digest) and its first arrival: the same reference
                 // reused by the sender much later is a new message.
-                provider_message_id: format!("concat-{}-{}", &key[..32.min(key.len())], first.10),
+                provider_message_id: format!(
+                    "concat-{}-{}",
+                    &key[..32.min(key.len())],
+                    first.received_at
+                ),
                 from: E164::from_trusted(from),
-                to: first.7.clone(),
-                channel: Channel::parse(&first.8).map_err(StoreError::corrupt)?,
+                to: first.recipient.clone(),
+                channel: Channel::parse(&first.channel).map_err(StoreError::corrupt)?,
                 body,
                 received_at,
             });

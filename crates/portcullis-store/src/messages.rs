@@ -993,6 +993,8 @@ impl Store {
                     qb.push(")");
                     qb.build_query_as().fetch_all(c).await
                 })?;
+                let part_refs: std::collections::HashSet<String> =
+                    parts.iter().map(|p| p.3.clone()).collect();
                 for (id, part, status, pid) in parts {
                     let status = MessageStatus::parse(&status).map_err(StoreError::corrupt)?;
                     current.insert(((*conn).to_owned(), pid), Target::Part(id, part, status));
@@ -1000,7 +1002,7 @@ impl Store {
                 let rest: Vec<&str> = chunk
                     .iter()
                     .copied()
-                    .filter(|pid| !current.contains_key(&((*conn).to_owned(), (*pid).to_owned())))
+                    .filter(|pid| !part_refs.contains(*pid))
                     .collect();
                 if rest.is_empty() {
                     continue;

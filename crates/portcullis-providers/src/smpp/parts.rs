@@ -2,10 +2,12 @@
 //! with a user data header (3GPP TS 23.040 §9.2.3.24.1, 8-bit reference: 153 GSM 7-bit
 //! characters or 67 UCS-2 units a part), or the whole text in `message_payload`.
 //!
-//! Written here rather than taken from rusmpp: its concatenation support (rusmpp-extra)
-//! chooses its own reference per call, while a message tried again after half its parts
-//! were accepted must send the rest under the reference the handset already holds. The
-//! reference is therefore derived from the message id.
+//! rusmpp-extra can also build concatenated `submit_sm`s (with a chosen reference). The
+//! cut is made here instead because the parts must be exactly the segments the message was
+//! counted and charged as when it was accepted (`portcullis_domain::split_segments`, the
+//! one implementation of the GSM-7/UCS-2 segment rules), and each part must stay
+//! addressable by number so a retry sends only the missing ones. The reference is derived
+//! from the message id, so a retry uses the one the handset already holds.
 
 use portcullis_domain::{Encoding, MessageId, split_segments};
 use sha2::{Digest, Sha256};

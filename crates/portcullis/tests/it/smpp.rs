@@ -65,6 +65,13 @@ async fn connection(app: &TestApp, peer: &SmppPeer, extra: Value) -> String {
     conn.id.to_string()
 }
 
+/// Sends a message and waits until it is `sent` (the connection is then bound).
+async fn sent(app: &TestApp, to: &str, body: &str) -> Value {
+    let m = app.send(to, body).await;
+    app.wait_for_status(m["id"].as_str().unwrap(), &app.admin_key, "sent", WAIT)
+        .await
+}
+
 async fn message(app: &TestApp, id: &str) -> Value {
     let (status, m) = app.get(&format!("/v1/messages/{id}"), &app.admin_key).await;
     assert_eq!(status, 200, "{m}");
@@ -362,9 +369,7 @@ async fn an_inbound_stop_suppresses(backend: Backend) {
     let peer = SmppPeer::start(SYSTEM_ID, PASSWORD, IdFormat::Hex).await;
     connection(&app, &peer, json!({})).await;
     // Bound once the first message went.
-    let first = app.send("+14155552694", "hello").await;
-    app.wait_for_status(first["id"].as_str().unwrap(), &app.admin_key, "sent", WAIT)
-        .await;
+    sent(&app, "+14155552694", "hello").await;
     let answer = peer
         .mo(Mo {
             from: "+14155552694",
@@ -624,9 +629,7 @@ async fn a_message_cut_off_half_way_sends_only_the_missing_parts(backend: Backen
     let peer = SmppPeer::start(SYSTEM_ID, PASSWORD, IdFormat::Hex).await;
     connection(&app, &peer, json!({})).await;
     // Bound before the long message goes, so its three parts are submitted together.
-    let first = app.send("+14155552703", "warm up").await;
-    app.wait_for_status(first["id"].as_str().unwrap(), &app.admin_key, "sent", WAIT)
-        .await;
+    sent(&app, "+14155552703", "warm up").await;
     // The first part to arrive is throttled; the other two are accepted.
     peer.script(0x58, 1).await;
     let text = "Ж".repeat(150);
@@ -707,9 +710,7 @@ async fn unmatched_receipts_are_kept_and_shown(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let peer = SmppPeer::start(SYSTEM_ID, PASSWORD, IdFormat::Hex).await;
     let conn = connection(&app, &peer, json!({})).await;
-    let first = app.send("+14155552706", "bind first").await;
-    app.wait_for_status(first["id"].as_str().unwrap(), &app.admin_key, "sent", WAIT)
-        .await;
+    sent(&app, "+14155552706", "bind first").await;
     // A receipt for an id the gateway never had: acknowledged once kept, and shown.
     let seq = peer
         .receipt(Receipt {
@@ -853,9 +854,7 @@ async fn a_burst_through_a_wide_window_does_not_stall(backend: Backend) {
         json!({"window": 100, "response_timeout_seconds": 15}),
     )
     .await;
-    let first = app.send("+14155552708", "bind first").await;
-    app.wait_for_status(first["id"].as_str().unwrap(), &app.admin_key, "sent", WAIT)
-        .await;
+    sent(&app, "+14155552708", "bind first").await;
     // A full window of submits queued on one session at once while the SMSC answers
     // nothing: every one must still be written (rusmppc 0.4.0 wrote five per wake-up and
     // then slept with the rest queued; see third_party/rusmppc).
