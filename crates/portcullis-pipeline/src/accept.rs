@@ -7,7 +7,8 @@
 //! transaction committed (up to `max_commit_batch`), writes it all — messages, send jobs,
 //! idempotency records — in one transaction, commits, and only then replies. Under light
 //! load a batch is one request and latency is one commit; under heavy load batches grow and
-//! throughput follows.
+//! throughput follows. On SQLite that transaction is a turn in the one the other writers
+//! share (`portcullis_store::group`), so their fsyncs are shared too.
 
 use std::sync::Arc;
 
@@ -211,7 +212,7 @@ impl Committer {
 
     async fn write(&self, reqs: &[Work]) -> Result<Vec<AcceptOutcome>, StoreError> {
         let now = now_ms();
-        let mut tx = self.store.db.begin().await?;
+        let mut tx = self.store.db.begin_shared().await?;
         let mut outcomes = Vec::with_capacity(reqs.len());
         let mut accepted = Vec::with_capacity(reqs.len());
         let mut fresh: Vec<(usize, &AcceptRequest)> = Vec::with_capacity(reqs.len());

@@ -22,7 +22,7 @@ use portcullis_store::guard::{Counter, CounterKeys, add_usage};
 use portcullis_store::messages::{MessageRecord, SendOutcome};
 use portcullis_store::policy::NewPolicyEvent;
 use portcullis_store::tenants::TenantSettings;
-use portcullis_store::{Store, StoreError, apps, now_ms};
+use portcullis_store::{Store, StoreError, Tx, apps, now_ms};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -95,7 +95,7 @@ async fn idle_wait(w: &Worker, failures: u32) -> Duration {
 /// One claim–send–record round. Returns how many jobs it handled.
 async fn round(w: &Worker) -> Result<usize, StoreError> {
     let now = now_ms();
-    let mut tx = w.store.db.begin().await?;
+    let mut tx = w.store.db.begin_shared().await?;
     let jobs = portcullis_queue::claim(
         &mut tx,
         SEND_QUEUE,
@@ -111,7 +111,7 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
     }
     // A queue-stopping pause: the paused apps' jobs go back untouched (no attempt
     // counted, no status change) before their messages are claimed for sending.
-    let (jobs, waiting) = hold_back_paused(w, jobs).await?;
+    let (jobs, waiting) = hold_back_paused(w, &mut tx, jobs).await?;
     let ids: Vec<MessageId> = jobs
         .iter()
         .map(|j| MessageId::from_trusted(j.payload.clone()))
@@ -564,6 +564,7 @@ async fn send_on_route(
 /// pause. Costs a read only while such a pause is in force somewhere.
 async fn hold_back_paused(
     w: &Worker,
+    tx: &mut Tx,
     jobs: Vec<ClaimedJob>,
 ) -> Result<(Vec<ClaimedJob>, Vec<ClaimedJob>), StoreError> {
     if !w.board.queue_stopped_anywhere() {
@@ -572,7 +573,7 @@ async fn hold_back_paused(
     let ids: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
     let stopped: HashSet<String> = w
         .store
-        .message_owners(&ids)
+        .message_owners(tx, &ids)
         .await?
         .into_iter()
         .filter(|(_, tenant, app)| w.board.pause_for(tenant, app).is_some_and(|p| p.stop_queue))
@@ -683,7 +684,7 @@ async fn settle(
     owners: &Owners,
 ) -> Result<(), StoreError> {
     let now = now_ms();
-    let mut tx = w.store.db.begin().await?;
+    let mut tx = w.store.db.begin_shared().await?;
     // The interim outcomes first, so the history reads in the order things happened.
     let recorded: Vec<SendOutcome> = interim
         .iter()

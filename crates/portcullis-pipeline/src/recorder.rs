@@ -103,7 +103,7 @@ pub(crate) async fn run(
 /// whose missing parts never came, recorded with what did. Returns the status changes and
 /// the inbound messages stored.
 async fn sweep(store: &Store, max_attempts: u32) -> Result<(usize, u64), StoreError> {
-    let mut tx = store.db.begin().await?;
+    let mut tx = store.db.begin_shared().await?;
     let applied = store.reconcile_unmatched(&mut tx).await?;
     let overdue = store.overdue_inbound_parts(&mut tx).await?;
     let mut stored = 0;
@@ -170,7 +170,7 @@ async fn record(
             }
         }
     }
-    let mut tx = store.db.begin().await?;
+    let mut tx = store.db.begin_shared().await?;
     let applied = store.apply_receipts(&mut tx, &receipts).await?;
     let mut stored = 0u64;
     for ((m, app), part) in &inbound {

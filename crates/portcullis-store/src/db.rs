@@ -7,6 +7,7 @@
 //! the few statements that differ (`FOR UPDATE SKIP LOCKED`) branch on [`Backend`].
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -14,6 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use crate::StoreError;
+use crate::group::{Group, SharedTx};
 
 /// Which database engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,8 @@ pub struct Db {
     read: Pool,
     write: Pool,
     backend: Backend,
+    /// SQLite's shared write transaction (`None` on PostgreSQL).
+    group: Option<Arc<Group>>,
 }
 
 impl Db {
@@ -98,6 +102,7 @@ impl Db {
                 read: pool.clone(),
                 write: pool,
                 backend: Backend::Postgres,
+                group: None,
             })
         } else if url.starts_with("sqlite:") {
             // FULL synchronous: a commit is on disk before we answer 202. Throughput comes
@@ -123,6 +128,7 @@ impl Db {
                 .await?;
             Ok(Db {
                 read: Pool::Sqlite(read),
+                group: Some(Group::start(write.clone())),
                 write: Pool::Sqlite(write),
                 backend: Backend::Sqlite,
             })
@@ -154,6 +160,16 @@ impl Db {
             Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
             Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
+    }
+
+    /// Begins a write transaction that, on SQLite, is shared with the other writers of
+    /// the pipeline and committed with them (`group`). For the hot, batched writers; a
+    /// writer that must not wait on others' statements takes [`Db::begin`].
+    pub async fn begin_shared(&self) -> Result<SharedTx, StoreError> {
+        match &self.group {
+            Some(group) => group.join().await,
+            None => Ok(SharedTx::own(self.begin().await?)),
+        }
     }
 
     /// Runs the migrations of this backend (idempotent).

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod connections;
 pub mod db;
 pub mod events;
+mod group;
 pub mod guard;
 pub mod idempotency;
 pub mod inbound;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use portcullis_crypto::Keyring;
 
 pub use db::{Backend, Db, Pool, Tx, now_ms};
+pub use group::SharedTx;
 
 /// Errors of the persistence layer. Callers at the HTTP edge turn every variant except
 /// [`StoreError::NotFound`] and [`StoreError::Conflict`] into an opaque 500.
@@ -46,6 +48,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A broken invariant of ours, not of the data or the database.
+    #[error("internal: {0}")]
+    Internal(&'static str),
 }
 
 impl StoreError {

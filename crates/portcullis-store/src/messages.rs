@@ -558,12 +558,13 @@ impl Store {
     /// for sending, while a queue-stopping pause is in force).
     pub async fn message_owners(
         &self,
+        tx: &mut Tx,
         ids: &[&str],
     ) -> Result<Vec<(MessageId, TenantId, AppId)>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<(String, String, String)> = on_pool!(self.db.read(), |p| {
+        let rows: Vec<(String, String, String)> = on_tx!(tx, |c| {
             let mut qb =
                 QueryBuilder::new("SELECT id, tenant_id, app_id FROM messages WHERE id IN (");
             let mut sep = qb.separated(", ");
@@ -571,7 +572,7 @@ impl Store {
                 sep.push_bind(*id);
             }
             qb.push(")");
-            qb.build_query_as().fetch_all(p).await
+            qb.build_query_as().fetch_all(c).await
         })?;
         Ok(rows
             .into_iter()

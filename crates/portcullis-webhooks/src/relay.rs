@@ -57,7 +57,7 @@ pub(crate) async fn run(
 
 async fn relay_once(shared: &Shared, jobs: &mpsc::Sender<Leased>) -> Result<usize, StoreError> {
     let store = &shared.store;
-    let mut tx = store.db.begin().await?;
+    let mut tx = store.db.begin_shared().await?;
     let events = store.take_outbox(&mut tx, BATCH).await?;
     if events.is_empty() {
         tx.rollback().await?;
@@ -119,7 +119,7 @@ async fn relay_once(shared: &Shared, jobs: &mpsc::Sender<Leased>) -> Result<usiz
             .map(|e| format!("{}:{}", e.app_id.as_str(), e.id.as_str()))
             .collect();
         for payload in notify_payloads(&ids) {
-            on_tx!(&mut tx, |c| sqlx::query("SELECT pg_notify($1, $2)")
+            on_tx!(&mut *tx, |c| sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
                 .bind(&payload)
                 .execute(c)

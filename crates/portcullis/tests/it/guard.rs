@@ -121,11 +121,19 @@ async fn quotas_count_segments_exactly(backend: Backend) {
     let db = &app.server.as_ref().unwrap().store.db;
     let tenant = portcullis_domain::TenantId::parse(&app.tenant_id).unwrap();
     set_policy(&app, |p| p.daily_segment_quota = None).await;
+    // The zone's day must be UTC's (the day the 12 units were counted in): Berlin's runs
+    // ahead from 22:00 or 23:00 UTC, Reykjavik's never does.
+    let utc_hour = portcullis_store::now_ms() / 3_600_000 % 24;
+    let zone = if utc_hour < 21 {
+        "Europe/Berlin"
+    } else {
+        "Atlantic/Reykjavik"
+    };
     portcullis_store::tenants::set_settings(
         db,
         &tenant,
         &portcullis_store::tenants::TenantSettings {
-            timezone: Some("Europe/Berlin".into()),
+            timezone: Some(zone.into()),
             daily_segment_quota: Some(15),
             monthly_segment_quota: None,
         },

@@ -1,0 +1,182 @@
+//! The shared write transaction (group commit) against a real SQLite file, and its
+//! pass-through on PostgreSQL: writers share a transaction, each keeps or loses only its
+//! own work, and nobody hears "committed" before readers can see it.
+
+use std::time::Duration;
+
+use portcullis_store::{Db, Pool, StoreError, Tx, on_pool, on_tx};
+
+async fn sqlite() -> (Db, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/g.db", dir.path().display()))
+        .await
+        .unwrap();
+    on_pool!(db.write(), |p| sqlx::query(
+        "CREATE TABLE scratch (n INTEGER PRIMARY KEY)"
+    )
+    .execute(p)
+    .await
+    .map(drop))
+    .unwrap();
+    (db, dir)
+}
+
+async fn insert(tx: &mut Tx, n: i64) -> Result<(), StoreError> {
+    on_tx!(tx, |c| sqlx::query("INSERT INTO scratch (n) VALUES ($1)")
+        .bind(n)
+        .execute(c)
+        .await
+        .map(drop))?;
+    Ok(())
+}
+
+async fn count_in(tx: &mut Tx) -> i64 {
+    on_tx!(tx, |c| sqlx::query_scalar("SELECT COUNT(*) FROM scratch")
+        .fetch_one(c)
+        .await)
+    .unwrap()
+}
+
+/// What a reader outside the transaction sees: only committed rows.
+async fn committed(db: &Db) -> Vec<i64> {
+    let read: &Pool = db.read();
+    on_pool!(read, |p| sqlx::query_scalar(
+        "SELECT n FROM scratch ORDER BY n"
+    )
+    .fetch_all(p)
+    .await)
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_queued_writer_joins_the_open_transaction() {
+    let (db, _dir) = sqlite().await;
+    let mut a = db.begin_shared().await.unwrap();
+    insert(&mut a, 1).await.unwrap();
+    // B queues for its turn while A holds it.
+    let db2 = db.clone();
+    let b = tokio::spawn(async move {
+        let mut b = db2.begin_shared().await.unwrap();
+        let inside = count_in(&mut b).await;
+        let outside = committed(&db2).await;
+        insert(&mut b, 2).await.unwrap();
+        b.commit().await.unwrap();
+        (inside, outside)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.commit().await.unwrap();
+    let (inside, outside) = b.await.unwrap();
+    // B ran in A's transaction: it saw A's row before anyone outside could.
+    assert_eq!(inside, 1);
+    assert!(
+        outside.is_empty(),
+        "A's row was committed alone: {outside:?}"
+    );
+    assert_eq!(committed(&db).await, vec![1, 2]);
+}
+
+#[tokio::test]
+async fn many_concurrent_writers_all_land_and_each_hears_only_after_commit() {
+    let (db, _dir) = sqlite().await;
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = db.begin_shared().await.unwrap();
+            insert(&mut tx, n).await.unwrap();
+            tx.commit().await.unwrap();
+            // Committed means a reader on another connection sees it.
+            assert!(committed(&db).await.contains(&n));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(committed(&db).await, (0..200).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_failed_writer_loses_only_its_own_work() {
+    let (db, _dir) = sqlite().await;
+    let mut a = db.begin_shared().await.unwrap();
+    insert(&mut a, 1).await.unwrap();
+    let db_b = db.clone();
+    let b = tokio::spawn(async move {
+        // A writer whose second statement fails and returns early with `?`.
+        let run = async {
+            let mut b = db_b.begin_shared().await?;
+            insert(&mut b, 2).await?;
+            insert(&mut b, 1).await?; // duplicate key
+            b.commit().await
+        };
+        run.await
+    });
+    let db_c = db.clone();
+    let c = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut c = db_c.begin_shared().await.unwrap();
+        insert(&mut c, 3).await.unwrap();
+        c.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.commit().await.unwrap();
+    let err = b.await.unwrap().unwrap_err();
+    assert!(err.is_unique_violation(), "{err}");
+    c.await.unwrap();
+    assert_eq!(committed(&db).await, vec![1, 3]);
+
+    // An explicit rollback likewise undoes only its own rows.
+    let mut d = db.begin_shared().await.unwrap();
+    insert(&mut d, 4).await.unwrap();
+    d.rollback().await.unwrap();
+    let mut e = db.begin_shared().await.unwrap();
+    insert(&mut e, 5).await.unwrap();
+    e.commit().await.unwrap();
+    assert_eq!(committed(&db).await, vec![1, 3, 5]);
+}
+
+#[tokio::test]
+async fn on_postgres_each_writer_has_its_own_transaction() {
+    let admin = std::env::var("PORTCULLIS_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("pcl_group_{}", std::process::id());
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .expect("PostgreSQL reachable");
+    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
+    let db = Db::connect_without_migrating(&format!("{base}/{name}"))
+        .await
+        .unwrap();
+    on_pool!(db.write(), |p| sqlx::query(
+        "CREATE TABLE scratch (n BIGINT PRIMARY KEY)"
+    )
+    .execute(p)
+    .await
+    .map(drop))
+    .unwrap();
+
+    let mut a = db.begin_shared().await.unwrap();
+    insert(&mut a, 1).await.unwrap();
+    // B does not wait for A: it has a transaction of its own and cannot see A's row.
+    let mut b = db.begin_shared().await.unwrap();
+    assert_eq!(count_in(&mut b).await, 0);
+    insert(&mut b, 2).await.unwrap();
+    b.commit().await.unwrap();
+    a.rollback().await.unwrap();
+    assert_eq!(committed(&db).await, vec![2]);
+
+    db.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(drop_db))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
