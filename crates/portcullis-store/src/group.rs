@@ -87,8 +87,9 @@ impl Group {
         }
         Ok(SharedTx(Inner::Member(Some(Member {
             state,
-            done,
+            done: Some(done),
             wake: self.wake.clone(),
+            left: false,
         }))))
     }
 }
@@ -153,8 +154,12 @@ enum Inner {
 
 struct Member {
     state: OwnedMutexGuard<State>,
-    done: watch::Receiver<Outcome>,
+    done: Option<watch::Receiver<Outcome>>,
     wake: Arc<Notify>,
+    /// The turn ended through [`Member::leave`]. A member dropped without it (its task
+    /// cancelled before the undo could run) aborts the whole transaction: nothing
+    /// half-done may be committed.
+    left: bool,
 }
 
 impl Member {
@@ -179,9 +184,23 @@ impl Member {
         if let Err(e) = &result {
             fail(&mut self.state, e);
         }
-        drop(self.state);
+        self.left = true;
+        let done = self.done.take();
+        drop(self);
+        result.and_then(|()| done.ok_or(StoreError::Internal("a turn left twice")))
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if !self.left {
+            fail(
+                &mut self.state,
+                &StoreError::Internal("a writer's turn ended without finishing"),
+            );
+        }
+        // The lock is released right after this; the committer queues for it.
         self.wake.notify_one();
-        result.map(|()| self.done)
     }
 }
 
@@ -236,7 +255,8 @@ impl Drop for SharedTx {
     fn drop(&mut self) {
         // An error (`?`) left the turn unfinished. Undoing it needs the database, so it
         // happens on a task that inherits the turn; nobody else can use the transaction
-        // in between.
+        // in between. Should that task never run (the runtime shutting down), dropping
+        // the member aborts the whole transaction instead.
         if let Inner::Member(member) = &mut self.0
             && let Some(member) = member.take()
         {

@@ -136,6 +136,36 @@ async fn a_failed_writer_loses_only_its_own_work() {
 }
 
 #[tokio::test]
+async fn a_writer_cancelled_mid_turn_loses_only_its_own_work() {
+    let (db, _dir) = sqlite().await;
+    let mut a = db.begin_shared().await.unwrap();
+    insert(&mut a, 1).await.unwrap();
+    let (inserted_tx, inserted) = tokio::sync::oneshot::channel();
+    let db_b = db.clone();
+    let b = tokio::spawn(async move {
+        let mut b = db_b.begin_shared().await.unwrap();
+        insert(&mut b, 2).await.unwrap();
+        inserted_tx.send(()).unwrap();
+        // Never finishes its turn: the task is aborted here.
+        std::future::pending::<()>().await;
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let db_c = db.clone();
+    let c = tokio::spawn(async move {
+        let mut c = db_c.begin_shared().await.unwrap();
+        insert(&mut c, 3).await.unwrap();
+        c.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a = tokio::spawn(a.commit());
+    inserted.await.unwrap();
+    b.abort();
+    a.await.unwrap().unwrap();
+    c.await.unwrap();
+    assert_eq!(committed(&db).await, vec![1, 3]);
+}
+
+#[tokio::test]
 async fn on_postgres_each_writer_has_its_own_transaction() {
     let admin = std::env::var("PORTCULLIS_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
