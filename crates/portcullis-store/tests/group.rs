@@ -11,14 +11,19 @@ async fn sqlite() -> (Db, tempfile::TempDir) {
     let db = Db::connect(&format!("sqlite://{}/g.db", dir.path().display()))
         .await
         .unwrap();
+    create_scratch(&db).await;
+    (db, dir)
+}
+
+/// The table every test writes to: one integer key per writer.
+async fn create_scratch(db: &Db) {
     on_pool!(db.write(), |p| sqlx::query(
-        "CREATE TABLE scratch (n INTEGER PRIMARY KEY)"
+        "CREATE TABLE scratch (n BIGINT PRIMARY KEY)"
     )
     .execute(p)
     .await
     .map(drop))
     .unwrap();
-    (db, dir)
 }
 
 async fn insert(tx: &mut Tx, n: i64) -> Result<(), StoreError> {
@@ -186,13 +191,7 @@ async fn on_postgres_each_writer_has_its_own_transaction() {
     let db = Db::connect_without_migrating(&format!("{base}/{name}"))
         .await
         .unwrap();
-    on_pool!(db.write(), |p| sqlx::query(
-        "CREATE TABLE scratch (n BIGINT PRIMARY KEY)"
-    )
-    .execute(p)
-    .await
-    .map(drop))
-    .unwrap();
+    create_scratch(&db).await;
 
     let mut a = db.begin_shared().await.unwrap();
     insert(&mut a, 1).await.unwrap();
