@@ -17,8 +17,8 @@ use std::sync::{Arc, Weak};
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, watch};
 
-use crate::StoreError;
 use crate::db::Tx;
+use crate::{StoreError, on_tx};
 
 /// A write transaction's outcome, sent once to every writer that joined it.
 type Outcome = Option<Result<(), Arc<str>>>;
@@ -49,6 +49,22 @@ struct Open {
     done: watch::Sender<Outcome>,
 }
 
+impl Open {
+    /// Ends the transaction after an error that may have broken it: every member of it
+    /// learns that its work is lost. Dropping the sqlx transaction rolls it back.
+    fn abort(self, e: &StoreError) {
+        let _ = self.done.send(Some(Err(Arc::from(e.to_string()))));
+    }
+}
+
+impl State {
+    fn abort(&mut self, e: &StoreError) {
+        if let Some(open) = self.open.take() {
+            open.abort(e);
+        }
+    }
+}
+
 impl Group {
     /// Starts the committer task, which ends when the group is dropped.
     pub(crate) fn start(pool: SqlitePool) -> Arc<Group> {
@@ -69,25 +85,22 @@ impl Group {
     /// arrival order (tokio's mutex is fair).
     pub(crate) async fn join(&self) -> Result<SharedTx, StoreError> {
         let mut state = self.state.clone().lock_owned().await;
-        if state.open.is_none() {
-            let tx = Tx::Sqlite(self.pool.begin_with("BEGIN IMMEDIATE").await?);
-            state.open = Some(Open {
-                tx,
+        let mut open = match state.open.take() {
+            Some(open) => open,
+            None => Open {
+                tx: Tx::Sqlite(self.pool.begin_with("BEGIN IMMEDIATE").await?),
                 done: watch::channel(None).0,
-            });
-        }
-        let open = state
-            .open
-            .as_mut()
-            .ok_or(StoreError::Internal("no open transaction"))?;
-        let done = open.done.subscribe();
+            },
+        };
         if let Err(e) = savepoint(&mut open.tx, "SAVEPOINT").await {
-            fail(&mut state, &e);
+            open.abort(&e);
             return Err(e);
         }
+        let done = open.done.subscribe();
+        state.open = Some(open);
         Ok(SharedTx(Inner::Member(Some(Member {
             state,
-            done: Some(done),
+            done,
             wake: self.wake.clone(),
             left: false,
         }))))
@@ -123,22 +136,13 @@ async fn commit_loop(group: Weak<Group>, state: Arc<Mutex<State>>, wake: Arc<Not
     }
 }
 
-/// Ends the open transaction after an error that may have broken it: every member of it
-/// learns that its work is lost.
-fn fail(state: &mut State, e: &StoreError) {
-    if let Some(open) = state.open.take() {
-        let _ = open.done.send(Some(Err(Arc::from(e.to_string()))));
-        // Dropping the sqlx transaction rolls it back.
-    }
-}
-
 async fn savepoint(tx: &mut Tx, verb: &str) -> Result<(), StoreError> {
-    let Tx::Sqlite(t) = tx else {
-        return Err(StoreError::Internal("group commit is for SQLite"));
-    };
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{verb} {SAVEPOINT}")))
-        .execute(&mut **t)
-        .await?;
+    on_tx!(tx, |c| sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "{verb} {SAVEPOINT}"
+    )))
+    .execute(c)
+    .await
+    .map(drop))?;
     Ok(())
 }
 
@@ -154,7 +158,7 @@ enum Inner {
 
 struct Member {
     state: OwnedMutexGuard<State>,
-    done: Option<watch::Receiver<Outcome>>,
+    done: watch::Receiver<Outcome>,
     wake: Arc<Notify>,
     /// The turn ended through [`Member::leave`]. A member dropped without it (its task
     /// cancelled before the undo could run) aborts the whole transaction: nothing
@@ -172,7 +176,7 @@ impl Member {
     }
 
     /// Ends the member's turn: keeps (`RELEASE`) or undoes (`ROLLBACK TO`) its work.
-    async fn leave(mut self, keep: bool) -> Result<watch::Receiver<Outcome>, StoreError> {
+    async fn leave(mut self, keep: bool) -> Result<(), StoreError> {
         let result = if keep {
             savepoint(self.tx(), "RELEASE").await
         } else {
@@ -182,22 +186,19 @@ impl Member {
             }
         };
         if let Err(e) = &result {
-            fail(&mut self.state, e);
+            self.state.abort(e);
         }
         self.left = true;
-        let done = self.done.take();
-        drop(self);
-        result.and_then(|()| done.ok_or(StoreError::Internal("a turn left twice")))
+        result
     }
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
         if !self.left {
-            fail(
-                &mut self.state,
-                &StoreError::Internal("a writer's turn ended without finishing"),
-            );
+            self.state.abort(&StoreError::Internal(
+                "a writer's turn ended without finishing",
+            ));
         }
         // The lock is released right after this; the committer queues for it.
         self.wake.notify_one();
@@ -220,7 +221,8 @@ impl SharedTx {
                 let Some(member) = member.take() else {
                     return Ok(());
                 };
-                let mut done = member.leave(true).await?;
+                let mut done = member.done.clone();
+                member.leave(true).await?;
                 let outcome = done
                     .wait_for(Option::is_some)
                     .await
@@ -244,7 +246,7 @@ impl SharedTx {
                 None => Ok(()),
             },
             Inner::Member(member) => match member.take() {
-                Some(member) => member.leave(false).await.map(drop),
+                Some(member) => member.leave(false).await,
                 None => Ok(()),
             },
         }
