@@ -190,10 +190,14 @@ async fn from_api_key(
     ip: Option<IpAddr>,
 ) -> Result<(ApiKeyRecord, App), ApiError> {
     let presented = parse_presented_key(token).ok_or_else(ApiError::unauthorized)?;
-    let candidates = keys::find_by_prefix_with_app(&state.store.db, presented.prefix()).await?;
+    let candidates = state
+        .key_reads
+        .find(presented.prefix())
+        .await
+        .map_err(ApiError::internal)?;
     let hash = presented.hash();
     let mut found = None;
-    for (record, stored, app) in &candidates {
+    for (record, stored, app) in candidates.iter() {
         // Every candidate is compared; the branch only records the match.
         if hash_matches(stored, &hash) {
             found = Some((record.clone(), app.clone()));
@@ -202,7 +206,7 @@ async fn from_api_key(
     if found.is_none() {
         // The prefix names real keys but the secret is wrong: someone holds part of a key,
         // or is guessing at one. That is the apps' business.
-        for (record, _, _) in &candidates {
+        for (record, _, _) in candidates.iter() {
             note_failure(state, &record.app_id, &record.tenant_id, ip);
         }
     }

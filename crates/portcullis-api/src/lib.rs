@@ -10,6 +10,7 @@ pub mod bruteforce;
 pub mod client_addr;
 pub mod dto;
 pub mod error;
+pub mod key_reads;
 pub mod middleware;
 pub mod openapi;
 pub mod ratelimit;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub metrics: Option<PrometheusHandle>,
     pub last_used: Arc<auth::LastUsed>,
+    /// API-key lookups, batched across concurrent requests.
+    pub key_reads: key_reads::KeyReads,
     pub webhooks: Arc<Webhooks>,
     pub realtime: Arc<realtime::RealtimeTokens>,
     pub bruteforce: Arc<bruteforce::BruteForce>,

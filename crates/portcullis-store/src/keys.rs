@@ -4,6 +4,7 @@
 use portcullis_crypto::{KeyMode, NewApiKey, generate_api_key};
 use portcullis_domain::{AppId, IpAllowlist, KeyId, Role, TenantId};
 use serde::Serialize;
+use sqlx::QueryBuilder;
 
 use crate::apps::{App, AppRow};
 use crate::{Db, StoreError, Tx, found, now_ms, on_pool, on_tx};
@@ -179,22 +180,6 @@ async fn insert(
     Ok((record, new))
 }
 
-/// Candidate keys for an identification prefix, with their stored hashes, for the caller
-/// to compare in constant time. This is the one unscoped lookup: it is how a request's
-/// tenant and app are established.
-pub async fn find_by_prefix(
-    db: &Db,
-    prefix: &str,
-) -> Result<Vec<(ApiKeyRecord, Vec<u8>)>, StoreError> {
-    let rows: Vec<KeyRow> = on_pool!(db.read(), |p| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM api_keys WHERE prefix = $1"
-    )))
-    .bind(prefix)
-    .fetch_all(p)
-    .await)?;
-    rows.into_iter().map(KeyRow::into_record).collect()
-}
-
 /// Keys joined with their apps; `$filter` is the WHERE clause, bound to one value. A macro
 /// so each query is one static string on this hot path.
 macro_rules! key_with_app_sql {
@@ -223,13 +208,48 @@ struct KeyAppRow {
     app_created_at: i64,
 }
 
-/// Like [`find_by_prefix`], with each key's app in the same round trip: authentication
-/// is on the path of every request, and every handler needs the app.
-pub async fn find_by_prefix_with_app(
+impl KeyAppRow {
+    fn into_candidate(self) -> Result<Candidate, StoreError> {
+        let app = App::try_from(AppRow {
+            id: self.key.app_id.clone(),
+            tenant_id: self.key.tenant_id.clone(),
+            name: self.app_name,
+            senders: self.app_senders,
+            allowed_purposes: self.app_allowed_purposes,
+            max_body_chars: self.app_max_body_chars,
+            policy: self.app_policy,
+            created_at: self.app_created_at,
+        })?;
+        let (key, hash) = self.key.into_record()?;
+        Ok((key, hash, app))
+    }
+}
+
+/// A key as authentication sees it: the record, its stored hash (for the caller to
+/// compare in constant time) and its app.
+pub type Candidate = (ApiKeyRecord, Vec<u8>, App);
+
+/// Candidate keys for identification prefixes, each with its app, in one round trip: this
+/// is the one unscoped lookup, how a request's tenant and app are established.
+/// Authentication is on the path of every request, so callers look up the prefixes of
+/// requests that arrive together at once.
+pub async fn find_by_prefixes_with_app(
     db: &Db,
-    prefix: &str,
-) -> Result<Vec<(ApiKeyRecord, Vec<u8>, App)>, StoreError> {
-    with_app(db, key_with_app_sql!("k.prefix = $1"), prefix).await
+    prefixes: &[&str],
+) -> Result<Vec<Candidate>, StoreError> {
+    if prefixes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<KeyAppRow> = on_pool!(db.read(), |p| {
+        let mut qb = QueryBuilder::new(key_with_app_sql!("k.prefix IN ("));
+        let mut sep = qb.separated(", ");
+        for prefix in prefixes {
+            sep.push_bind(*prefix);
+        }
+        qb.push(")");
+        qb.build_query_as().fetch_all(p).await
+    })?;
+    rows.into_iter().map(KeyAppRow::into_candidate).collect()
 }
 
 /// A key and its app by key id: how a signed access token, which names its key, finds
@@ -238,39 +258,14 @@ pub async fn find_by_id_with_app(
     db: &Db,
     id: &KeyId,
 ) -> Result<Option<(ApiKeyRecord, App)>, StoreError> {
-    Ok(with_app(db, key_with_app_sql!("k.id = $1"), id.as_str())
-        .await?
-        .pop()
-        .map(|(k, _, a)| (k, a)))
-}
-
-async fn with_app(
-    db: &Db,
-    sql: &'static str,
-    value: &str,
-) -> Result<Vec<(ApiKeyRecord, Vec<u8>, App)>, StoreError> {
-    let rows: Vec<KeyAppRow> = on_pool!(db.read(), |p| {
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(value)
-            .fetch_all(p)
+    let row: Option<KeyAppRow> = on_pool!(db.read(), |p| {
+        sqlx::query_as(key_with_app_sql!("k.id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(p)
             .await
     })?;
-    rows.into_iter()
-        .map(|r| {
-            let app = App::try_from(AppRow {
-                id: r.key.app_id.clone(),
-                tenant_id: r.key.tenant_id.clone(),
-                name: r.app_name,
-                senders: r.app_senders,
-                allowed_purposes: r.app_allowed_purposes,
-                max_body_chars: r.app_max_body_chars,
-                policy: r.app_policy,
-                created_at: r.app_created_at,
-            })?;
-            let (key, hash) = r.key.into_record()?;
-            Ok((key, hash, app))
-        })
-        .collect()
+    row.map(|r| r.into_candidate().map(|(k, _, a)| (k, a)))
+        .transpose()
 }
 
 /// The keys of one app, newest first.

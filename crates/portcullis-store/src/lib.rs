@@ -4,7 +4,7 @@
 //!
 //! Rules every module follows:
 //! - A function that reads tenant data takes the tenant or app it is scoped to; the only
-//!   unscoped lookup is [`keys::find_by_prefix`], which is how a scope is established.
+//!   unscoped lookup is [`keys::find_by_prefixes_with_app`], which is how a scope is established.
 //! - Personal data is sealed by [`Store`] before it is written and opened after it is
 //!   read, so no caller can forget to; the AAD names the row and column.
 //! - Time is unix milliseconds ([`db::now_ms`]).

@@ -16,6 +16,7 @@ use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use portcullis_api::bruteforce::BruteForce;
 use portcullis_api::client_addr::Transport;
+use portcullis_api::key_reads::KeyReads;
 use portcullis_api::ratelimit::RateLimits;
 use portcullis_api::realtime::RealtimeTokens;
 use portcullis_api::shared_counters::SharedCounters;
@@ -178,6 +179,7 @@ impl Server {
             }),
             metrics,
             last_used: last_used.clone(),
+            key_reads: KeyReads::spawn(store.db.clone()),
             webhooks: webhooks.clone(),
             realtime: realtime.clone(),
             bruteforce: Arc::new(bruteforce),

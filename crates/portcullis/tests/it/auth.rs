@@ -36,6 +36,81 @@ async fn roles_nest_and_refuse_with_403(backend: Backend) {
     app.stop().await;
 }
 
+both_backends!(concurrent_requests_each_authenticate_as_their_own_key);
+
+/// Keys presented together are looked up together (one query per batch): each request
+/// must still come out as its own key's app, and a revoked key or a wrong secret under a
+/// real prefix as 401, whatever else shared its batch.
+async fn concurrent_requests_each_authenticate_as_their_own_key(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, other_app, other_key) = app.other_tenant().await;
+    let (_, sibling_app, sibling_key) = app.other_app_same_tenant().await;
+    let reader = app.key_with_role("reader").await;
+    let revoked = app.key_with_role("reader").await;
+    let revoked_id = {
+        let (_, list) = app.get("/v1/keys", &app.admin_key).await;
+        let prefix = &revoked[..13];
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["prefix"].as_str() == Some(prefix))
+            .expect("the key to revoke is listed")["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        app.delete(&format!("/v1/keys/{revoked_id}"), &app.admin_key)
+            .await
+            .0,
+        200
+    );
+    // The admin key's prefix with another secret.
+    let mut wrong = app.admin_key.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'a' { 'b' } else { 'a' });
+
+    let expect: Vec<(&str, Option<&str>)> = vec![
+        (&app.admin_key, Some(app.app_id.as_str())),
+        (&reader, Some(app.app_id.as_str())),
+        (&other_key, Some(other_app.as_str())),
+        (&sibling_key, Some(sibling_app.as_str())),
+        (&revoked, None),
+        (&wrong, None),
+    ];
+    // 96 requests at once, 8 of them refused: few enough, from their own address, to stay
+    // below the brute-force threshold.
+    let failing = app.client_from(7);
+    let requests = (0..96).map(|i| {
+        let (key, app_id) = match i % 24 {
+            5 => expect[4],
+            17 => expect[5],
+            _ => expect[i % 4],
+        };
+        let client = if app_id.is_some() {
+            &app.client
+        } else {
+            &failing
+        };
+        let req = client.get(app.url("/v1/app")).bearer_auth(key).send();
+        async move { (req.await.expect("request"), app_id) }
+    });
+    let mut failures = 0;
+    for (res, app_id) in futures_util::future::join_all(requests).await {
+        let (status, body) = crate::helpers::status_json(res).await;
+        match app_id {
+            Some(id) => assert_eq!((status, body["id"].as_str()), (200, Some(id)), "{body}"),
+            None => {
+                assert_eq!(status, 401, "{body}");
+                failures += 1;
+            }
+        }
+    }
+    assert_eq!(failures, 8);
+    app.stop().await;
+}
+
 async fn rate_limited_keys_get_429_with_headers(backend: crate::helpers::Backend) {
     let app = crate::helpers::TestApp::spawn_with(
         backend,

@@ -1,0 +1,106 @@
+//! API-key lookups, batched: authentication's twin of the guard's batched reads.
+//!
+//! Every request carrying an API key needs the keys that share its prefix. One query per
+//! request was the largest single source of thread hand-offs under load (on SQLite each
+//! query is a hop to a connection's worker thread and back, and returning the connection
+//! is another). So requests hand their prefixes to reader tasks, which take whatever
+//! queued while their previous query ran and answer it with one query.
+//!
+//! Keys are never cached: a batch's query starts after every request in it arrived, so a
+//! key revoked before a request arrives is refused on that request, on every instance.
+//! Under light load a batch is one request and nothing waits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use portcullis_store::Db;
+use portcullis_store::keys::{self, Candidate};
+use tokio::sync::{mpsc, oneshot};
+
+/// The candidates for one prefix, shared by every request of a batch that presented it.
+pub type Candidates = Arc<[Candidate]>;
+
+type Reply = oneshot::Sender<Result<Candidates, Arc<str>>>;
+
+/// Most requests answered by one query.
+const MAX_BATCH: usize = 256;
+/// Reader tasks: one query in flight while the next batch gathers.
+const READERS: usize = 2;
+
+/// The handle requests look keys up through; the reader tasks end when the last handle
+/// is dropped.
+#[derive(Clone)]
+pub struct KeyReads {
+    tx: mpsc::Sender<(String, Reply)>,
+}
+
+impl std::fmt::Debug for KeyReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyReads").finish_non_exhaustive()
+    }
+}
+
+impl KeyReads {
+    /// Starts the reader tasks on the current runtime.
+    pub fn spawn(db: Db) -> KeyReads {
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..READERS {
+            tokio::spawn(run(db.clone(), rx.clone()));
+        }
+        KeyReads { tx }
+    }
+
+    /// The keys whose identification prefix is `prefix`, with their apps.
+    pub async fn find(&self, prefix: &str) -> Result<Candidates, Arc<str>> {
+        let (reply, answer) = oneshot::channel();
+        let closed = || Arc::<str>::from("the key readers stopped");
+        self.tx
+            .send((prefix.to_owned(), reply))
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+async fn run(db: Db, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(String, Reply)>>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        metrics::histogram!("portcullis_key_read_batch_size").record(batch.len() as f64);
+        let mut prefixes: Vec<&str> = batch.iter().map(|(p, _)| p.as_str()).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        match keys::find_by_prefixes_with_app(&db, &prefixes).await {
+            Ok(found) => {
+                let mut by_prefix: HashMap<String, Vec<Candidate>> = HashMap::new();
+                for candidate in found {
+                    by_prefix
+                        .entry(candidate.0.prefix.clone())
+                        .or_default()
+                        .push(candidate);
+                }
+                let by_prefix: HashMap<String, Candidates> = by_prefix
+                    .into_iter()
+                    .map(|(p, c)| (p, Candidates::from(c)))
+                    .collect();
+                for (prefix, reply) in batch.drain(..) {
+                    let candidates = by_prefix.get(&prefix).cloned().unwrap_or_default();
+                    let _ = reply.send(Ok(candidates));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "API key lookup failed");
+                let detail: Arc<str> = Arc::from(e.to_string());
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(detail.clone()));
+                }
+            }
+        }
+    }
+}
