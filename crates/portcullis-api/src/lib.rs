@@ -59,9 +59,27 @@ impl Default for ApiConfig {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach. axum clones the state for every extractor and layer that
+/// takes it, several times per request, so it is one shared allocation rather than a
+/// dozen reference counts to bump each time.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct Shared {
     pub store: Store,
     pub pipeline: Arc<Pipeline>,
     pub config: Arc<ApiConfig>,

@@ -12,6 +12,7 @@
 //! hand-off.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use phonenumber::Mode;
 
@@ -41,10 +42,10 @@ impl PhoneError {
 #[derive(Clone)]
 pub struct E164 {
     number: String,
-    /// The region, when [`E164::parse`] already worked it out (`Some(None)`: a
-    /// non-geographic number). Finding it again costs a second parse of the number, and
-    /// the guard asks on every message.
-    region: Option<Option<&'static str>>,
+    /// The region (`None`: a non-geographic number), worked out by [`E164::parse`] or on
+    /// the first [`E164::region`] of a number read back from storage. Finding it costs a
+    /// parse of the number, and both the guard and routing ask on every message.
+    region: OnceLock<Option<&'static str>>,
 }
 
 impl PartialEq for E164 {
@@ -92,7 +93,7 @@ impl E164 {
         }
         Ok(E164 {
             number: canonical,
-            region: Some(region_of(&number)),
+            region: OnceLock::from(region_of(&number)),
         })
     }
 
@@ -101,7 +102,7 @@ impl E164 {
     pub fn from_trusted(s: String) -> Self {
         E164 {
             number: s,
-            region: None,
+            region: OnceLock::new(),
         }
     }
 
@@ -135,11 +136,13 @@ impl E164 {
     /// The ISO 3166 region the number belongs to, e.g. `"US"` or `"GB"`; `None` for
     /// non-geographic numbers and numbers the metadata cannot place.
     pub fn region(&self) -> Option<String> {
-        if let Some(known) = self.region {
-            return known.map(str::to_owned);
-        }
-        let number = phonenumber::parse(None, &self.number).ok()?;
-        region_of(&number).map(str::to_owned)
+        self.region
+            .get_or_init(|| {
+                phonenumber::parse(None, &self.number)
+                    .ok()
+                    .and_then(|n| region_of(&n))
+            })
+            .map(str::to_owned)
     }
 }
 

@@ -124,8 +124,11 @@ impl Provider for Simulator {
         let status = Self::outcome_for(&msg.to)?;
         let provider_message_id = format!("sim-{}", msg.id.as_str().trim_start_matches("msg_"));
         if let Some(log) = &self.log {
+            // One write per line: `writeln!` writes the id and the newline separately, and a
+            // process killed between the two leaves a line the next start appends to.
+            let line = format!("{}\n", msg.id.as_str());
             let mut f = log.lock().unwrap_or_else(|p| p.into_inner());
-            writeln!(f, "{}", msg.id.as_str())
+            f.write_all(line.as_bytes())
                 .map_err(|e| ProviderError::unavailable(format!("simulator log: {e}")))?;
         }
         self.schedule_receipt(

@@ -20,7 +20,7 @@ use portcullis_api::key_reads::KeyReads;
 use portcullis_api::ratelimit::RateLimits;
 use portcullis_api::realtime::RealtimeTokens;
 use portcullis_api::shared_counters::SharedCounters;
-use portcullis_api::{ApiConfig, AppState, auth::LastUsed};
+use portcullis_api::{ApiConfig, AppState, Shared, auth::LastUsed};
 use portcullis_crypto::Keyring;
 use portcullis_egress::Egress;
 use portcullis_pipeline::breaker::BreakerConfig;
@@ -167,7 +167,7 @@ impl Server {
         let realtime = Arc::new(RealtimeTokens::default());
         let last_used = Arc::new(LastUsed::default());
         let shutdown = CancellationToken::new();
-        let state = AppState {
+        let state = AppState::new(Shared {
             store: store.clone(),
             pipeline: pipeline.clone(),
             config: Arc::new(ApiConfig {
@@ -186,7 +186,7 @@ impl Server {
             auth_alerts: Arc::default(),
             ratelimits: ratelimits.clone(),
             shutdown: shutdown.clone(),
-        };
+        });
         let app = portcullis_api::router(state);
         let http_addr = match &http_listener {
             Some(l) => Some(l.local_addr()?),
