@@ -180,8 +180,8 @@ async fn insert(
     Ok((record, new))
 }
 
-/// Keys joined with their apps; `$filter` is the WHERE clause, bound to one value. A macro
-/// so each query is one static string on this hot path.
+/// Keys joined with their apps; `$filter` starts the WHERE clause (a query builder may
+/// complete it). A macro so the query text is one static string on this hot path.
 macro_rules! key_with_app_sql {
     ($filter:literal) => {
         concat!(
@@ -208,6 +208,10 @@ struct KeyAppRow {
     app_created_at: i64,
 }
 
+/// A key as authentication sees it: the record, its stored hash (for the caller to
+/// compare in constant time) and its app.
+pub type Candidate = (ApiKeyRecord, Vec<u8>, App);
+
 impl KeyAppRow {
     fn into_candidate(self) -> Result<Candidate, StoreError> {
         let app = App::try_from(AppRow {
@@ -225,12 +229,8 @@ impl KeyAppRow {
     }
 }
 
-/// A key as authentication sees it: the record, its stored hash (for the caller to
-/// compare in constant time) and its app.
-pub type Candidate = (ApiKeyRecord, Vec<u8>, App);
-
-/// Candidate keys for identification prefixes, each with its app, in one round trip: this
-/// is the one unscoped lookup, how a request's tenant and app are established.
+/// Candidate keys for identification prefixes, each with its app, in one round trip: the
+/// unscoped lookup by which a request's tenant and app are established.
 /// Authentication is on the path of every request, so callers look up the prefixes of
 /// requests that arrive together at once.
 pub async fn find_by_prefixes_with_app(
