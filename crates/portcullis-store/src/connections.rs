@@ -30,7 +30,8 @@ pub struct UnmatchedReceipts {
 /// or a text: receipts are stored without them).
 #[derive(Debug, Clone, Serialize)]
 pub struct KeptReceipt {
-    pub provider_message_id: String,
+    /// `None` for a receipt that named no message.
+    pub provider_message_id: Option<String>,
     pub status: String,
     pub detail: Option<String>,
     pub received_at: i64,
@@ -181,7 +182,7 @@ impl Store {
                 .into_iter()
                 .map(
                     |(provider_message_id, status, detail, received_at)| KeptReceipt {
-                        provider_message_id,
+                        provider_message_id: Some(provider_message_id).filter(|p| !p.is_empty()),
                         status,
                         detail,
                         received_at,

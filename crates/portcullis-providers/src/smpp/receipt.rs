@@ -12,8 +12,10 @@ use portcullis_domain::MessageStatus;
 /// What a receipt says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
-    /// The message id the SMSC gave in its `submit_sm_resp`, as the receipt writes it.
-    pub message_id: String,
+    /// The message id the SMSC gave in its `submit_sm_resp`, as the receipt writes it;
+    /// `None` when the receipt carries none (it can then match no message, but is still
+    /// kept).
+    pub message_id: Option<String>,
     /// The final state, when the receipt reports one (intermediate `ENROUTE`/`ACCEPTD`
     /// receipts carry none).
     pub status: Option<MessageStatus>,
@@ -66,15 +68,14 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Reads a receipt from the `receipted_message_id` and `message_state` TLVs (when
-/// present) and the short message text. `None` when no message id can be found.
-pub fn parse(tlv_id: Option<&str>, tlv_state: Option<u8>, text: &[u8]) -> Option<Receipt> {
+/// present) and the short message text.
+pub fn parse(tlv_id: Option<&str>, tlv_state: Option<u8>, text: &[u8]) -> Receipt {
     let text = String::from_utf8_lossy(text);
-    let text_id = field(&text, "id").filter(|id| !id.is_empty());
+    let text_id = field(&text, "id").filter(|id| !id.trim().is_empty());
     let message_id = tlv_id
-        .filter(|id| !id.is_empty())
-        .or(text_id)?
-        .trim()
-        .to_owned();
+        .filter(|id| !id.trim().is_empty())
+        .or(text_id)
+        .map(|id| id.trim().to_owned());
     let stat = field(&text, "stat");
     let err = field(&text, "err")
         .filter(|e| e.len() <= 8 && e.bytes().all(|b| b.is_ascii_alphanumeric()));
@@ -90,11 +91,11 @@ pub fn parse(tlv_id: Option<&str>, tlv_state: Option<u8>, text: &[u8]) -> Option
         Some(e) => format!("smpp receipt stat:{stat_word} err:{e}"),
         None => format!("smpp receipt stat:{stat_word}"),
     };
-    Some(Receipt {
+    Receipt {
         message_id,
         status,
         detail,
-    })
+    }
 }
 
 /// How the message ids of receipts relate to those of `submit_sm_resp` on a connection.
@@ -162,8 +163,8 @@ mod tests {
 
     #[test]
     fn reads_the_appendix_b_text() {
-        let r = parse(None, None, APPENDIX_B).unwrap();
-        assert_eq!(r.message_id, "0123456789");
+        let r = parse(None, None, APPENDIX_B);
+        assert_eq!(r.message_id.as_deref(), Some("0123456789"));
         assert_eq!(r.status, Some(MessageStatus::Delivered));
         assert_eq!(r.detail, "smpp receipt stat:DELIVRD err:000");
         // The echoed message text never reaches the detail.
@@ -172,23 +173,30 @@ mod tests {
 
     #[test]
     fn tlvs_win_over_the_text_and_case_and_order_vary() {
-        let r = parse(Some("a1b2"), Some(5), b"Id:zzz Stat:DELIVRD Err:000").unwrap();
-        assert_eq!(r.message_id, "a1b2");
+        let r = parse(Some("a1b2"), Some(5), b"Id:zzz Stat:DELIVRD Err:000");
+        assert_eq!(r.message_id.as_deref(), Some("a1b2"));
         assert_eq!(r.status, Some(MessageStatus::Undelivered));
-        let r = parse(None, None, b"stat:UNDELIV id:77 err:011 text:").unwrap();
-        assert_eq!(r.message_id, "77");
+        let r = parse(None, None, b"stat:UNDELIV id:77 err:011 text:");
+        assert_eq!(r.message_id.as_deref(), Some("77"));
         assert_eq!(r.status, Some(MessageStatus::Undelivered));
         assert_eq!(r.detail, "smpp receipt stat:UNDELIV err:011");
     }
 
     #[test]
-    fn intermediate_and_unreadable_receipts() {
-        let r = parse(None, None, b"id:9 stat:ENROUTE err:000").unwrap();
+    fn intermediate_receipts_and_receipts_without_an_id() {
+        let r = parse(None, None, b"id:9 stat:ENROUTE err:000");
         assert_eq!(r.status, None);
-        assert!(parse(None, None, b"stat:DELIVRD").is_none());
-        assert!(parse(Some(""), None, b"no id here").is_none());
+        // Without an id the state is still read: the receipt is kept, unmatched.
+        let r = parse(None, None, b"stat:DELIVRD");
+        assert_eq!(r.message_id, None);
+        assert_eq!(r.status, Some(MessageStatus::Delivered));
+        assert_eq!(
+            parse(Some(" "), None, b"id: sub:001 stat:UNDELIV").message_id,
+            None
+        );
+        assert_eq!(parse(Some(""), None, b"no id here").status, None);
         // `xid:` is not `id:`.
-        assert!(parse(None, None, b"xid:5 stat:DELIVRD").is_none());
+        assert_eq!(parse(None, None, b"xid:5 stat:DELIVRD").message_id, None);
     }
 
     #[test]

@@ -270,24 +270,29 @@ async fn deliver_sm(
         return;
     };
     let event = if is_receipt {
-        let Some(r) = receipt::parse(receipted_id.as_deref(), state, short_message) else {
-            metrics::counter!("portcullis_smpp_receipts_total", "connection" => conn.as_str().to_owned(), "result" => "unreadable").increment(1);
-            tracing::warn!(connection = %conn, "smpp: a receipt without a message id; acknowledged and dropped");
-            let _ = client.deliver_sm_resp(seq, DeliverSmResp::default()).await;
-            return;
-        };
+        let r = receipt::parse(receipted_id.as_deref(), state, short_message);
         let Some(status) = r.status else {
             // ENROUTE, ACCEPTD, UNKNOWN: not a final state, nothing to record.
             let _ = client.deliver_sm_resp(seq, DeliverSmResp::default()).await;
             return;
         };
         metrics::counter!("portcullis_smpp_receipts_total", "connection" => conn.as_str().to_owned(), "result" => "received").increment(1);
+        // A receipt without a message id can match nothing, but it is still recorded (as
+        // unmatched, under the empty reference no sent message has) before it is
+        // acknowledged: it is the only trace of what the carrier said.
+        let (provider_message_id, detail) = match &r.message_id {
+            Some(id) => (shared.config.receipt_ids.submit_id(id), r.detail),
+            None => {
+                tracing::warn!(connection = %conn, "smpp: a receipt without a message id; kept unmatched");
+                (String::new(), format!("{} (no message id)", r.detail))
+            }
+        };
         let (ack, recorded) = oneshot::channel();
         let event = ReceiptEvent {
             connection_id: conn.clone(),
-            provider_message_id: shared.config.receipt_ids.submit_id(&r.message_id),
+            provider_message_id,
             status: status.into(),
-            detail: Some(r.detail),
+            detail: Some(detail),
             at: now_ms(),
         };
         (ProviderEvent::Receipt(event, Some(ack)), recorded)

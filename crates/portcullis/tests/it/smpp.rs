@@ -720,14 +720,37 @@ async fn unmatched_receipts_are_kept_and_shown(backend: Backend) {
         })
         .await;
     acknowledged(&peer, &[json!(seq)]).await;
+    // One that names no message at all (`id:` empty, no TLVs): kept too, not dropped.
+    let without_id = peer
+        .receipt(Receipt {
+            message_id: "",
+            stat: "REJECTD",
+            err: "088",
+            tlvs: false,
+            ..Receipt::default()
+        })
+        .await;
+    acknowledged(&peer, &[json!(seq), json!(without_id)]).await;
     let shown = cli(&app, &["connections", "show", &conn, "--json"])
         .await
         .json();
     assert_eq!(shown["id"], conn.as_str());
-    assert_eq!(shown["unmatched_receipts"]["count"], 1, "{shown}");
-    let kept = &shown["unmatched_receipts"]["recent"][0];
-    assert_eq!(kept["provider_message_id"], "DEADBEEF42", "{shown}");
-    assert_eq!(kept["status"], "undelivered");
+    assert_eq!(shown["unmatched_receipts"]["count"], 2, "{shown}");
+    let recent = shown["unmatched_receipts"]["recent"].as_array().unwrap();
+    let named = recent
+        .iter()
+        .find(|k| k["provider_message_id"] == "DEADBEEF42")
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert_eq!(named["status"], "undelivered");
+    let nameless = recent
+        .iter()
+        .find(|k| k["provider_message_id"].is_null())
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert_eq!(nameless["status"], "failed", "{shown}");
+    assert_eq!(
+        nameless["detail"], "smpp receipt stat:REJECTD err:088 (no message id)",
+        "{shown}"
+    );
     assert!(!shown.to_string().contains(PASSWORD), "{shown}");
 
     // Configurations are checked for their type when written, naming the field only.
