@@ -3,8 +3,9 @@
 //! Every request carrying an API key needs the keys that share its prefix. One query per
 //! request was the largest single source of thread hand-offs under load (on SQLite each
 //! query is a hop to a connection's worker thread and back, and returning the connection
-//! is another). So requests hand their prefixes to reader tasks, which take whatever
-//! queued while their previous query ran and answer it with one query.
+//! is another). So requests hand their prefixes to a reader task, which takes whatever
+//! queued while its previous query ran and answers it with one query, on a connection it
+//! holds ([`portcullis_store::HeldReader`]: no return to the pool, so no ping, per query).
 //!
 //! Keys are never cached: a batch's query starts after every request in it arrived, so a
 //! key revoked before a request arrives is refused on that request, on every instance.
@@ -13,8 +14,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use portcullis_store::Db;
 use portcullis_store::keys::{self, Candidate};
+use portcullis_store::{Db, HeldReader, ReadVia};
 use tokio::sync::{mpsc, oneshot};
 
 /// The candidates for one prefix, shared by every request of a batch that presented it.
@@ -24,8 +25,6 @@ type Reply = oneshot::Sender<Result<Candidates, Arc<str>>>;
 
 /// Most requests answered by one query.
 const MAX_BATCH: usize = 256;
-/// Reader tasks: one query in flight while the next batch gathers.
-const READERS: usize = 2;
 
 /// The handle requests look keys up through; the reader tasks end when the last handle
 /// is dropped.
@@ -41,13 +40,11 @@ impl std::fmt::Debug for KeyReads {
 }
 
 impl KeyReads {
-    /// Starts the reader tasks on the current runtime.
+    /// Starts the reader task on the current runtime. One reader, so the next batch
+    /// gathers while its query runs (as the guard's readers, `portcullis_pipeline::reads`).
     pub fn spawn(db: Db) -> KeyReads {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        for _ in 0..READERS {
-            tokio::spawn(run(db.clone(), rx.clone()));
-        }
+        tokio::spawn(run(db, rx));
         KeyReads { tx }
     }
 
@@ -63,20 +60,18 @@ impl KeyReads {
     }
 }
 
-async fn run(db: Db, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(String, Reply)>>>) {
+async fn run(db: Db, mut rx: mpsc::Receiver<(String, Reply)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut held = HeldReader::new(&db);
     loop {
-        {
-            let mut rx = rx.lock().await;
-            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return;
-            }
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
         }
         metrics::histogram!("portcullis_key_read_batch_size").record(batch.len() as f64);
         let mut prefixes: Vec<&str> = batch.iter().map(|(p, _)| p.as_str()).collect();
         prefixes.sort_unstable();
         prefixes.dedup();
-        match keys::find_by_prefixes_with_app(&db, &prefixes).await {
+        match keys::find_by_prefixes_with_app(ReadVia::Held(&mut held), &prefixes).await {
             Ok(found) => {
                 let mut by_prefix: HashMap<String, Vec<Candidate>> = HashMap::new();
                 for candidate in found {

@@ -119,6 +119,7 @@ impl CommitterHandle {
                 store: store.clone(),
                 max_batch: config.max_commit_batch.max(1),
                 max_attempts: config.max_attempts,
+                wake_within: i64::try_from(config.poll_interval.as_millis()).unwrap_or(i64::MAX),
                 work: work.clone(),
             };
             tasks.spawn(c.run(rx.clone()));
@@ -153,6 +154,10 @@ struct Committer {
     store: Store,
     max_batch: usize,
     max_attempts: u32,
+    /// Send workers are woken for a job due within this (ms); they look again for later
+    /// ones after at most this long anyway. Waking them for messages scheduled further
+    /// ahead would only have them look for due work and find none.
+    wake_within: i64,
     work: Arc<Notify>,
 }
 
@@ -177,10 +182,12 @@ impl Committer {
         let size = batch.len();
         let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         match self.write(&reqs).await {
-            Ok(outcomes) => {
+            Ok((outcomes, due_soon)) => {
                 metrics::histogram!("portcullis_accept_commit_seconds").record(started.elapsed());
                 metrics::histogram!("portcullis_accept_batch_size").record(size as f64);
-                self.work.notify_waiters();
+                if due_soon {
+                    self.work.notify_waiters();
+                }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
@@ -190,12 +197,12 @@ impl Committer {
                 tracing::warn!(error = %e, size, "batch commit failed; retrying requests one by one");
                 for (req, reply) in reqs.into_iter().zip(replies) {
                     let outcome = self.write(std::slice::from_ref(&req)).await;
-                    if outcome.is_ok() {
+                    if matches!(outcome, Ok((_, true))) {
                         self.work.notify_waiters();
                     }
                     let _ = reply.send(
                         outcome
-                            .map(|mut o| o.remove(0))
+                            .map(|(mut o, _)| o.remove(0))
                             .map_err(PipelineError::from),
                     );
                 }
@@ -210,7 +217,9 @@ impl Committer {
         }
     }
 
-    async fn write(&self, reqs: &[Work]) -> Result<Vec<AcceptOutcome>, StoreError> {
+    /// Commits a batch: what became of each request, and whether a send job due soon was
+    /// queued.
+    async fn write(&self, reqs: &[Work]) -> Result<(Vec<AcceptOutcome>, bool), StoreError> {
         let now = now_ms();
         let mut tx = self.store.db.begin_shared().await?;
         let mut outcomes = Vec::with_capacity(reqs.len());
@@ -325,11 +334,14 @@ impl Committer {
             })
             .collect();
         portcullis_queue::enqueue(&mut tx, &jobs).await?;
+        let due_soon = jobs
+            .iter()
+            .any(|j| j.run_at <= now.saturating_add(self.wake_within));
         add_usage(&mut tx, &deltas).await?;
         self.store.insert_policy_events(&mut tx, &events).await?;
         tx.commit().await?;
         metrics::counter!("portcullis_messages_accepted_total").increment(accepted.len() as u64);
         crate::count_policy_events(&events);
-        Ok(outcomes)
+        Ok((outcomes, due_soon))
     }
 }

@@ -22,7 +22,7 @@ use portcullis_store::guard::{Counter, CounterKeys, add_usage};
 use portcullis_store::messages::{MessageRecord, SendOutcome};
 use portcullis_store::policy::NewPolicyEvent;
 use portcullis_store::tenants::TenantSettings;
-use portcullis_store::{Store, StoreError, Tx, apps, now_ms};
+use portcullis_store::{ReadVia, Store, StoreError, Tx, apps, now_ms};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -83,9 +83,10 @@ async fn idle_wait(w: &Worker, failures: u32) -> Duration {
     if failures > 0 {
         return Duration::from_millis(100 * u64::from(failures.min(50)));
     }
-    match portcullis_queue::next_due(&w.store.db, SEND_QUEUE).await {
+    let now = now_ms();
+    match portcullis_queue::next_due(&w.store.db, SEND_QUEUE, now).await {
         Ok(Some(due)) => {
-            let wait = (due - now_ms()).clamp(1, w.config.poll_interval.as_millis() as i64);
+            let wait = (due - now).clamp(1, w.config.poll_interval.as_millis() as i64);
             Duration::from_millis(wait as u64)
         }
         _ => w.config.poll_interval,
@@ -619,7 +620,13 @@ async fn last_check(
             HashMap::new()
         } else {
             w.store
-                .guard_snapshots(app_id, &recipients, 0, &[])
+                .guard_snapshots(
+                    ReadVia::Pool(w.store.db.read()),
+                    app_id,
+                    &recipients,
+                    0,
+                    &[],
+                )
                 .await?
                 .recipients
         };

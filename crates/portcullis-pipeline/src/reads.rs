@@ -4,17 +4,17 @@
 //! it can be decided. One query per request costs more in round trips and per-statement
 //! overhead (on SQLite, a hop to a connection's worker thread and back) than in the rows
 //! it reads; under load that overhead, not the data, made the guard the most expensive
-//! part of accepting a message. So requests hand their lookups to reader tasks, which take
-//! whatever queued while their previous query ran and answer them all from one query per
-//! app. Under light load a batch is one request and nothing waits.
+//! part of accepting a message. So requests hand their lookups to a reader task, which takes
+//! whatever queued while its previous query ran and answers them all from one query per
+//! app, on a connection it holds ([`portcullis_store::HeldReader`]). Under light load a
+//! batch is one request and nothing waits.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use portcullis_domain::{AppId, Channel, E164};
-use portcullis_store::Store;
 use portcullis_store::guard::{Counter, CounterKeys};
 use portcullis_store::policy::GuardSnapshot;
+use portcullis_store::{HeldReader, ReadVia, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
@@ -35,8 +35,6 @@ type Reply = oneshot::Sender<Result<GuardSnapshot, PipelineError>>;
 
 /// Most lookups answered by one query.
 const MAX_BATCH: usize = 256;
-/// Reader tasks: one query in flight while the next batch gathers.
-const READERS: usize = 2;
 
 pub(crate) struct Readers {
     tx: std::sync::Mutex<Option<mpsc::Sender<(GuardRead, Reply)>>>,
@@ -45,10 +43,10 @@ pub(crate) struct Readers {
 impl Readers {
     pub(crate) fn spawn(store: &Store, tasks: &TaskTracker) -> Readers {
         let (tx, rx) = mpsc::channel::<(GuardRead, Reply)>(MAX_BATCH * 8);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        for _ in 0..READERS {
-            tasks.spawn(run(store.clone(), rx.clone()));
-        }
+        // One reader: the next batch gathers while its query runs. A second reader (tried
+        // until session 10) took whatever had just arrived, often one or two requests, and
+        // doubled the queries for the same traffic.
+        tasks.spawn(run(store.clone(), rx));
         Readers {
             tx: std::sync::Mutex::new(Some(tx)),
         }
@@ -74,14 +72,12 @@ impl Readers {
     }
 }
 
-async fn run(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(GuardRead, Reply)>>>) {
+async fn run(store: Store, mut rx: mpsc::Receiver<(GuardRead, Reply)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut held = HeldReader::new(&store.db);
     loop {
-        {
-            let mut rx = rx.lock().await;
-            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return;
-            }
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
         }
         metrics::histogram!("portcullis_guard_read_batch_size").record(batch.len() as f64);
         let mut by_app: HashMap<AppId, Vec<(GuardRead, Reply)>> = HashMap::new();
@@ -92,12 +88,12 @@ async fn run(store: Store, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(GuardRead,
                 .push((req, reply));
         }
         for (app, group) in by_app {
-            answer(&store, &app, group).await;
+            answer(&store, &mut held, &app, group).await;
         }
     }
 }
 
-async fn answer(store: &Store, app: &AppId, group: Vec<(GuardRead, Reply)>) {
+async fn answer(store: &Store, held: &mut HeldReader, app: &AppId, group: Vec<(GuardRead, Reply)>) {
     let recipients: Vec<(&E164, bool)> = group
         .iter()
         .map(|(r, _)| (&r.to, r.count_recipient))
@@ -114,7 +110,7 @@ async fn answer(store: &Store, app: &AppId, group: Vec<(GuardRead, Reply)>) {
         .min()
         .unwrap_or_default();
     let result = store
-        .guard_snapshots(app, &recipients, since, &counters)
+        .guard_snapshots(ReadVia::Held(held), app, &recipients, since, &counters)
         .await;
     match result {
         Ok(snaps) => {

@@ -262,15 +262,27 @@ pub async fn depth(db: &Db, queue: &str) -> Result<Depth, StoreError> {
 
 /// When the next job of `queue` becomes due (ready jobs only), so an idle worker can sleep
 /// until then instead of polling.
-pub async fn next_due(db: &Db, queue: &str) -> Result<Option<i64>, StoreError> {
+///
+/// A job is due at its `run_at`, or, while leased, when its lease runs out. Asked as one
+/// expression over every ready job, that reads every row, and an idle worker asks after
+/// every commit: with many messages scheduled ahead it cost a scan of all of them each
+/// time. So it is asked in two index-ordered parts, each reading a handful of rows:
+/// - the earliest job not leased: the first in `run_at` order that no lease holds (leased
+///   jobs were due when claimed, so at most the jobs in flight are stepped over);
+/// - the earliest lease to run out, among jobs due by now (every leased job is).
+pub async fn next_due(db: &Db, queue: &str, now: i64) -> Result<Option<i64>, StoreError> {
     let row: (Option<i64>,) = on_pool!(db.read(), |p| {
         sqlx::query_as(
-        "SELECT MIN(CASE WHEN locked_until IS NOT NULL AND locked_until > run_at THEN locked_until ELSE run_at END) \
-         FROM jobs WHERE queue = $1 AND state = 'ready'"
-    )
-    .bind(queue)
-    .fetch_one(p)
-    .await
+            "SELECT MIN(t) FROM (\
+             SELECT run_at AS t FROM (SELECT run_at FROM jobs WHERE queue = $1 AND state = 'ready' \
+             AND (locked_until IS NULL OR locked_until <= run_at) ORDER BY run_at LIMIT 1) AS unleased \
+             UNION ALL SELECT locked_until AS t FROM jobs WHERE queue = $1 AND state = 'ready' \
+             AND run_at <= $2 AND locked_until > run_at) AS due",
+        )
+        .bind(queue)
+        .bind(now)
+        .fetch_one(p)
+        .await
     })?;
     Ok(row.0)
 }

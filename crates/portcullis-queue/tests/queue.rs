@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use portcullis_queue::{NewJob, backoff, bury, claim, complete, depth, enqueue, retry};
+use portcullis_queue::{NewJob, backoff, bury, claim, complete, depth, enqueue, next_due, retry};
 use portcullis_store::{Db, now_ms};
 
 async fn sqlite() -> (Db, tempfile::TempDir) {
@@ -205,6 +205,64 @@ async fn concurrent_claimers_never_share(db: &Db) {
     let unique: HashSet<_> = all.iter().collect();
     assert_eq!(all.len(), 2000, "every job claimed");
     assert_eq!(unique.len(), 2000, "no job claimed twice while leased");
+}
+
+/// An idle worker sleeps until the earliest of: a job's `run_at`, a lease running out.
+async fn next_due_is_the_earliest_run_or_lease_end(db: &Db) {
+    let now = now_ms();
+    assert_eq!(next_due(db, "test", now).await.unwrap(), None);
+    let mut tx = db.begin().await.unwrap();
+    // Scheduled far ahead in bulk (what made the old query scan), one due soon, one now.
+    let mut jobs: Vec<NewJob> = (10..510).map(|n| job(n, now + 3_600_000)).collect();
+    jobs.push(job(1, now - 1_000));
+    jobs.push(job(2, now + 10_000));
+    enqueue(&mut tx, &jobs).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(next_due(db, "test", now).await.unwrap(), Some(now - 1_000));
+
+    // Leased for 5 s: due again when the lease runs out, before the next scheduled job.
+    let mut tx = db.begin().await.unwrap();
+    let claimed = claim(&mut tx, "test", 10, Duration::from_secs(5), "w1", now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(next_due(db, "test", now).await.unwrap(), Some(now + 5_000));
+
+    // A lease longer than the wait for the next job: the next job.
+    let mut tx = db.begin().await.unwrap();
+    retry(&mut tx, &claimed[0], now - 500, "again")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let claimed = claim(&mut tx, "test", 10, Duration::from_secs(60), "w1", now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(next_due(db, "test", now).await.unwrap(), Some(now + 10_000));
+
+    // Done with it: the next job again, and other queues are not looked at.
+    let mut tx = db.begin().await.unwrap();
+    complete(&mut tx, &[&claimed[0]]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(next_due(db, "test", now).await.unwrap(), Some(now + 10_000));
+    assert_eq!(next_due(db, "other", now).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_next_due() {
+    let (db, _dir) = sqlite().await;
+    next_due_is_the_earliest_run_or_lease_end(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_next_due() {
+    let (db, name) = postgres().await;
+    next_due_is_the_earliest_run_or_lease_end(&db).await;
+    db.close().await;
+    drop_pg(&name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

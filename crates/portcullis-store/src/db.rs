@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use crate::StoreError;
 use crate::group::{Group, SharedTx};
@@ -45,6 +45,84 @@ macro_rules! on_pool {
         match $pool {
             $crate::db::Pool::Sqlite($p) => $body,
             $crate::db::Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// A read connection kept by one long-lived task instead of borrowed from the pool for
+/// each query: the batched readers (API keys, the guard), which run a query every few
+/// requests.
+///
+/// sqlx pings every connection returned to its pool, whatever the pool's options: on
+/// SQLite a round trip to the connection's thread, on PostgreSQL one to the server. For
+/// the batched readers that was one extra hand-off per query. A held connection is taken
+/// out of the pool's count (`detach`), so the pool may open another in its place; after
+/// an error it is dropped and the next query takes a fresh one.
+pub struct HeldReader {
+    pool: Pool,
+    conn: Option<Conn>,
+}
+
+/// A connection of one backend.
+pub enum Conn {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+impl HeldReader {
+    /// A reader on `db`'s read pool; it takes its connection with its first query.
+    pub fn new(db: &Db) -> HeldReader {
+        HeldReader {
+            pool: db.read.clone(),
+            conn: None,
+        }
+    }
+
+    /// The held connection, taken from the pool if there is none.
+    pub async fn conn(&mut self) -> Result<&mut Conn, sqlx::Error> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => match &self.pool {
+                Pool::Sqlite(p) => Conn::Sqlite(p.acquire().await?.detach()),
+                Pool::Postgres(p) => Conn::Postgres(p.acquire().await?.detach()),
+            },
+        };
+        Ok(self.conn.insert(conn))
+    }
+
+    /// Drops the connection (after an error: it may be broken).
+    pub fn discard(&mut self) {
+        self.conn = None;
+    }
+}
+
+/// Where a read runs: a connection borrowed from the read pool for the one query, or the
+/// connection a [`HeldReader`] keeps.
+pub enum ReadVia<'a> {
+    Pool(&'a Pool),
+    Held(&'a mut HeldReader),
+}
+
+/// Runs `$body` with `$e` bound to whichever executor `$via` ([`ReadVia`]) names; a held
+/// connection whose query failed is discarded. The body must compile for the pools and
+/// the connections of both backends.
+#[macro_export]
+macro_rules! on_read {
+    ($via:expr, |$e:ident| $body:expr) => {
+        match $via {
+            $crate::db::ReadVia::Pool($crate::db::Pool::Sqlite($e)) => $body,
+            $crate::db::ReadVia::Pool($crate::db::Pool::Postgres($e)) => $body,
+            $crate::db::ReadVia::Held(held) => {
+                let result = match held.conn().await {
+                    Ok($crate::db::Conn::Sqlite($e)) => $body,
+                    Ok($crate::db::Conn::Postgres($e)) => $body,
+                    Err(e) => Err(e),
+                };
+                if result.is_err() {
+                    held.discard();
+                }
+                result
+            }
         }
     };
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::QueryBuilder;
 
 use crate::apps::{App, AppRow};
-use crate::{Db, StoreError, Tx, found, now_ms, on_pool, on_tx};
+use crate::{Db, ReadVia, StoreError, Tx, found, now_ms, on_pool, on_read, on_tx};
 
 /// A key as listed: never the key itself.
 #[derive(Debug, Clone, Serialize)]
@@ -234,13 +234,13 @@ impl KeyAppRow {
 /// Authentication is on the path of every request, so callers look up the prefixes of
 /// requests that arrive together at once.
 pub async fn find_by_prefixes_with_app(
-    db: &Db,
+    via: ReadVia<'_>,
     prefixes: &[&str],
 ) -> Result<Vec<Candidate>, StoreError> {
     if prefixes.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<KeyAppRow> = on_pool!(db.read(), |p| {
+    let rows: Vec<KeyAppRow> = on_read!(via, |p| {
         let mut qb = QueryBuilder::new(key_with_app_sql!("k.prefix IN ("));
         let mut sep = qb.separated(", ");
         for prefix in prefixes {

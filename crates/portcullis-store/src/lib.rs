@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use portcullis_crypto::Keyring;
 
-pub use db::{Backend, Db, Pool, Tx, now_ms};
+pub use db::{Backend, Db, HeldReader, Pool, ReadVia, Tx, now_ms};
 pub use group::SharedTx;
 
 /// Errors of the persistence layer. Callers at the HTTP edge turn every variant except

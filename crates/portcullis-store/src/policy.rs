@@ -12,7 +12,8 @@ use sqlx::QueryBuilder;
 
 use crate::guard::{Counter, CounterKeys, CounterValues};
 use crate::{
-    Cursor, Page, Store, StoreError, Tx, found, now_ms, on_pool, on_tx, paginate, push_cursor,
+    Cursor, Page, ReadVia, Store, StoreError, Tx, found, now_ms, on_pool, on_read, on_tx, paginate,
+    push_cursor,
 };
 
 const SUPPRESSION_PHONE: &str = "suppressions.phone";
@@ -394,9 +395,10 @@ impl Store {
     /// in one round trip: each recipient's suppression and consents, today's non-essential
     /// messages to those recipients that need counting (`count_since`: the scan of the
     /// batch), and the app's counters. Keyed by blind index. `recipients` must not be
-    /// empty.
+    /// empty. `via`: the batched guard readers hold their connection.
     pub async fn guard_snapshots(
         &self,
+        via: ReadVia<'_>,
         app: &AppId,
         recipients: &[(&E164, bool)],
         count_since: i64,
@@ -412,7 +414,7 @@ impl Store {
             .filter(|(_, (_, count))| *count)
             .map(|(ix, _)| ix.as_str())
             .collect();
-        let rows: Vec<(String, String, Option<String>, i64)> = on_pool!(self.db.read(), |p| {
+        let rows: Vec<(String, String, Option<String>, i64)> = on_read!(via, |p| {
             let mut qb = QueryBuilder::new(
                 "SELECT 'suppressed', phone_index, NULL, CAST(0 AS BIGINT) FROM suppressions WHERE app_id = ",
             );
