@@ -19,6 +19,7 @@ both_backends!(
     holds_are_reviewed,
     kill_switches,
     failure_storm_pauses_the_app,
+    concurrent_requests_each_get_their_own_standing,
 );
 
 /// Edits the test app's policy settings in the store (the operator's `apps update`).
@@ -658,5 +659,61 @@ async fn failure_storm_pauses_the_app(backend: Backend) {
     assert_eq!(s, 200);
     let (s, _) = otp(&app, "+14155550160", "code").await;
     assert_eq!(s, 202);
+    app.stop().await;
+}
+
+/// The guard's reads are batched across requests: sent all at once, each request still
+/// gets its own recipient's standing, and requests that fail before their read (a bad
+/// number, an empty body) get their own error, not an answer meant for another.
+async fn concurrent_requests_each_get_their_own_standing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (status, sup) = app
+        .post(
+            "/v1/suppressions",
+            &app.admin_key,
+            &json!({"phone": "+14155550180", "reason": "STOP"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sup}");
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..96usize {
+        let (client, url, key) = (
+            app.client.clone(),
+            app.url("/v1/messages"),
+            app.admin_key.clone(),
+        );
+        let (to, body, expect) = match i % 4 {
+            0 => (
+                "+14155550180".to_owned(),
+                "hi",
+                Some("recipient_suppressed"),
+            ),
+            1 => (format!("+1415555{:04}", 3000 + i), "hi", None),
+            2 => ("+1415".to_owned(), "hi", Some("invalid_phone_number")),
+            _ => (format!("+1415555{:04}", 3000 + i), "", Some("invalid_body")),
+        };
+        set.spawn(async move {
+            let res = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"to": to, "body": body, "purpose": "support"}))
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let answer: Value = res.json().await.unwrap();
+            (i, expect, status, answer)
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        let (i, expect, status, answer) = done.unwrap();
+        match expect {
+            None => assert_eq!(status, 202, "request {i}: {answer}"),
+            Some(code) => {
+                assert_eq!(status, 422, "request {i}: {answer}");
+                assert_eq!(answer["code"], code, "request {i}: {answer}");
+            }
+        }
+    }
     app.stop().await;
 }
