@@ -94,6 +94,19 @@ impl HeldReader {
     pub fn discard(&mut self) {
         self.conn = None;
     }
+
+    /// Whether an error says the connection broke (a server restarted, an idle connection
+    /// closed by the server or a proxy) rather than that the query did: a read that failed
+    /// so is worth once more on a fresh connection.
+    pub fn worth_retrying(err: &sqlx::Error) -> bool {
+        matches!(
+            err,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed
+        ) || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P")))
+    }
 }
 
 /// Where a read runs: a connection borrowed from the read pool for the one query, or the
@@ -103,9 +116,12 @@ pub enum ReadVia<'a> {
     Held(&'a mut HeldReader),
 }
 
-/// Runs `$body` with `$e` bound to whichever executor `$via` ([`ReadVia`]) names; a held
-/// connection whose query failed is discarded. The body must compile for the pools and
-/// the connections of both backends.
+/// Runs `$body` with `$e` bound to whichever executor `$via` ([`ReadVia`]) names. A held
+/// connection whose query failed is discarded, and a read that failed because the
+/// connection did (see [`HeldReader::worth_retrying`]) runs once more on a fresh one, so
+/// requests do not fail where the pool's ping would have caught the dead connection. The
+/// body must compile for the pools and the connections of both backends, and may run
+/// twice.
 #[macro_export]
 macro_rules! on_read {
     ($via:expr, |$e:ident| $body:expr) => {
@@ -113,15 +129,24 @@ macro_rules! on_read {
             $crate::db::ReadVia::Pool($crate::db::Pool::Sqlite($e)) => $body,
             $crate::db::ReadVia::Pool($crate::db::Pool::Postgres($e)) => $body,
             $crate::db::ReadVia::Held(held) => {
-                let result = match held.conn().await {
-                    Ok($crate::db::Conn::Sqlite($e)) => $body,
-                    Ok($crate::db::Conn::Postgres($e)) => $body,
-                    Err(e) => Err(e),
-                };
-                if result.is_err() {
-                    held.discard();
+                let mut retried = false;
+                loop {
+                    let result = match held.conn().await {
+                        Ok($crate::db::Conn::Sqlite($e)) => $body,
+                        Ok($crate::db::Conn::Postgres($e)) => $body,
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Err(err) => {
+                            held.discard();
+                            if retried || !$crate::db::HeldReader::worth_retrying(&err) {
+                                break Err(err);
+                            }
+                            retried = true;
+                        }
+                        ok => break ok,
+                    }
                 }
-                result
             }
         }
     };

@@ -148,3 +148,33 @@ async fn rate_limited_keys_get_429_with_headers(backend: crate::helpers::Backend
 }
 
 crate::both_backends!(rate_limited_keys_get_429_with_headers);
+
+/// The batched readers (API keys, the guard) keep a PostgreSQL connection of their own
+/// rather than borrowing one from the pool per query, so the pool's ping never looks at
+/// it. When the server drops it (a restart, an idle timeout, an operator's
+/// `pg_terminate_backend`), the read runs again on a fresh connection: no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_survive_postgres_dropping_their_connections() {
+    use sqlx::Connection;
+
+    let app = TestApp::spawn(Backend::Postgres).await;
+    // Once a message has been accepted, both readers hold a connection.
+    app.send("+14155550190", "before").await;
+    let mut admin = sqlx::PgConnection::connect(&app.database_url())
+        .await
+        .unwrap();
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed.len() >= 2, "{killed:?}");
+    for i in 0..5 {
+        // `send` asserts the 202: the key lookup and the guard's read both succeeded.
+        app.send(&format!("+1415555{:04}", 191 + i), "after").await;
+    }
+    admin.close().await.unwrap();
+    app.stop().await;
+}
