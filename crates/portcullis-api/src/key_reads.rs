@@ -26,7 +26,7 @@ type Reply = oneshot::Sender<Result<Candidates, Arc<str>>>;
 /// Most requests answered by one query.
 const MAX_BATCH: usize = 256;
 
-/// The handle requests look keys up through; the reader tasks end when the last handle
+/// The handle requests look keys up through; the reader task ends when the last handle
 /// is dropped.
 #[derive(Clone)]
 pub struct KeyReads {
@@ -41,7 +41,7 @@ impl std::fmt::Debug for KeyReads {
 
 impl KeyReads {
     /// Starts the reader task on the current runtime. One reader, so the next batch
-    /// gathers while its query runs (as the guard's readers, `portcullis_pipeline::reads`).
+    /// gathers while its query runs (as the guard's reader, `portcullis_pipeline::reads`).
     pub fn spawn(db: Db) -> KeyReads {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
         tokio::spawn(run(db, rx));
@@ -51,7 +51,7 @@ impl KeyReads {
     /// The keys whose identification prefix is `prefix`, with their apps.
     pub async fn find(&self, prefix: &str) -> Result<Candidates, Arc<str>> {
         let (reply, answer) = oneshot::channel();
-        let closed = || Arc::<str>::from("the key readers stopped");
+        let closed = || Arc::<str>::from("the key reader stopped");
         self.tx
             .send((prefix.to_owned(), reply))
             .await
