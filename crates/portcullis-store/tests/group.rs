@@ -140,6 +140,51 @@ async fn a_failed_writer_loses_only_its_own_work() {
     assert_eq!(committed(&db).await, vec![1, 3, 5]);
 }
 
+/// The writer that opened a transaction fails while another waits for its turn: the
+/// waiting writer sees none of the failed one's work, and a writer that joins behind one
+/// and rolls back takes nothing of the first's with it.
+#[tokio::test]
+async fn a_failed_opening_writer_leaves_the_next_nothing_of_its_work() {
+    let (db, _dir) = sqlite().await;
+    let mut a = db.begin_shared().await.unwrap();
+    insert(&mut a, 1).await.unwrap();
+    a.commit().await.unwrap();
+
+    // B opens the next transaction.
+    let mut b = db.begin_shared().await.unwrap();
+    insert(&mut b, 2).await.unwrap();
+    let db_c = db.clone();
+    let c = tokio::spawn(async move {
+        let mut c = db_c.begin_shared().await.unwrap();
+        // B's row is gone by the time C has its turn.
+        assert_eq!(count_in(&mut c).await, 1);
+        insert(&mut c, 3).await.unwrap();
+        c.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = insert(&mut b, 1).await.unwrap_err();
+    assert!(err.is_unique_violation(), "{err}");
+    // Abandoned as `?` would: undone on a task of its own.
+    drop(b);
+    c.await.unwrap();
+    assert_eq!(committed(&db).await, vec![1, 3]);
+
+    // A first writer that keeps its work, then one that joins and rolls back: the
+    // first's work stays.
+    let mut d = db.begin_shared().await.unwrap();
+    insert(&mut d, 4).await.unwrap();
+    let db_e = db.clone();
+    let e = tokio::spawn(async move {
+        let mut e = db_e.begin_shared().await.unwrap();
+        insert(&mut e, 5).await.unwrap();
+        e.rollback().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    d.commit().await.unwrap();
+    e.await.unwrap();
+    assert_eq!(committed(&db).await, vec![1, 3, 4]);
+}
+
 #[tokio::test]
 async fn a_writer_cancelled_mid_turn_loses_only_its_own_work() {
     let (db, _dir) = sqlite().await;
