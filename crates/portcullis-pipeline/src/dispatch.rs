@@ -15,7 +15,7 @@ use portcullis_domain::policy::{
 };
 use portcullis_domain::quiet_hours::QuietRules;
 use portcullis_domain::risk::RiskPrefixes;
-use portcullis_domain::{AppId, Channel, ConnectionId, E164, MessageId, MessageStatus, TenantId};
+use portcullis_domain::{AppId, Channel, ConnectionId, MessageId, MessageStatus, TenantId};
 use portcullis_providers::{Accepted, OutboundMessage, Provider, ProviderError, SentPart};
 use portcullis_queue::ClaimedJob;
 use portcullis_store::guard::{Counter, CounterKeys, add_usage};
@@ -608,14 +608,17 @@ async fn last_check(
         let policy = app.policy(&tenant);
         let pause = w.board.pause_for(&app.tenant_id, &app.id);
         // Standing matters only for non-essential messages: essential ones pass
-        // suppressions and need no consent.
-        let phones: Vec<&E164> = msgs
+        // suppressions and need no consent. Their blind indexes are worked out once.
+        let indexes: Vec<Option<String>> = msgs
             .iter()
-            .filter(|m| !m.purpose.is_essential())
-            .map(|m| &m.to)
+            .map(|m| (!m.purpose.is_essential()).then(|| w.store.phone_index(&m.to)))
             .collect();
         // The same read as acceptance's, without counts or counters.
-        let recipients: Vec<(&E164, bool)> = phones.iter().map(|p| (*p, false)).collect();
+        let recipients: Vec<(&str, bool)> = indexes
+            .iter()
+            .flatten()
+            .map(|ix| (ix.as_str(), false))
+            .collect();
         let standings = if recipients.is_empty() {
             HashMap::new()
         } else {
@@ -631,14 +634,13 @@ async fn last_check(
                 .recipients
         };
         let counters = Counters::default();
-        for m in msgs {
-            let standing = if m.purpose.is_essential() {
-                Standing::default()
-            } else {
-                standings
-                    .get(&w.store.phone_index(&m.to))
+        for (m, index) in msgs.into_iter().zip(&indexes) {
+            let standing = match index {
+                None => Standing::default(),
+                Some(ix) => standings
+                    .get(ix)
                     .map(|s| s.standing(m.channel))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
             };
             let outgoing = Outgoing {
                 purpose: m.purpose,

@@ -43,9 +43,9 @@ pub(crate) struct Readers {
 impl Readers {
     pub(crate) fn spawn(store: &Store, tasks: &TaskTracker) -> Readers {
         let (tx, rx) = mpsc::channel::<(GuardRead, Reply)>(MAX_BATCH * 8);
-        // One reader: the next batch gathers while its query runs. A second reader (tried
-        // until session 10) took whatever had just arrived, often one or two requests, and
-        // doubled the queries for the same traffic.
+        // One reader: the next batch gathers while its query runs. A second reader would
+        // take whatever had just arrived, often one or two requests, and double the
+        // queries for the same traffic (docs/benchmarks.md, session 10).
         tasks.spawn(run(store.clone(), rx));
         Readers {
             tx: std::sync::Mutex::new(Some(tx)),
@@ -94,9 +94,16 @@ async fn run(store: Store, mut rx: mpsc::Receiver<(GuardRead, Reply)>) {
 }
 
 async fn answer(store: &Store, held: &mut HeldReader, app: &AppId, group: Vec<(GuardRead, Reply)>) {
-    let recipients: Vec<(&E164, bool)> = group
+    // Each recipient's blind index, worked out once: the read takes it, and the answer is
+    // keyed by it.
+    let indexes: Vec<String> = group
         .iter()
-        .map(|(r, _)| (&r.to, r.count_recipient))
+        .map(|(r, _)| store.phone_index(&r.to))
+        .collect();
+    let recipients: Vec<(&str, bool)> = indexes
+        .iter()
+        .zip(&group)
+        .map(|(ix, (r, _))| (ix.as_str(), r.count_recipient))
         .collect();
     // Requests of one batch may straddle a minute or a day: read every key any of them
     // needs, and count from the earliest day start (a recipient's count can then include
@@ -114,12 +121,11 @@ async fn answer(store: &Store, held: &mut HeldReader, app: &AppId, group: Vec<(G
         .await;
     match result {
         Ok(snaps) => {
-            for (req, reply) in group {
-                let index = store.phone_index(&req.to);
+            for ((req, reply), index) in group.into_iter().zip(&indexes) {
                 let snapshot = GuardSnapshot {
-                    recipient: snaps.recipients.get(&index).cloned().unwrap_or_default(),
+                    recipient: snaps.recipients.get(index).cloned().unwrap_or_default(),
                     recipient_today: if req.count_recipient {
-                        snaps.today.get(&index).copied().unwrap_or(0)
+                        snaps.today.get(index).copied().unwrap_or(0)
                     } else {
                         0
                     },

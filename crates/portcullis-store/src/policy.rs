@@ -394,25 +394,23 @@ impl Store {
     /// Everything the guard reads before accepting messages of one app, for many messages
     /// in one round trip: each recipient's suppression and consents, today's non-essential
     /// messages to those recipients that need counting (`count_since`: the scan of the
-    /// batch), and the app's counters. Keyed by blind index. `recipients` must not be
-    /// empty. `via`: the batched guard readers hold their connection.
+    /// batch), and the app's counters. Recipients are given, and the answer keyed, by
+    /// blind index ([`Store::phone_index`]: the caller works it out once and looks its
+    /// answer up with it); `recipients` must not be empty. `via`: the batched guard
+    /// readers hold their connection.
     pub async fn guard_snapshots(
         &self,
         via: ReadVia<'_>,
         app: &AppId,
-        recipients: &[(&E164, bool)],
+        recipients: &[(&str, bool)],
         count_since: i64,
         counters: &[&Counter],
     ) -> Result<GuardSnapshots, StoreError> {
-        let indexes: Vec<String> = recipients
+        let indexes: Vec<&str> = recipients.iter().map(|(ix, _)| *ix).collect();
+        let counted: Vec<&str> = recipients
             .iter()
-            .map(|(p, _)| self.phone_index(p))
-            .collect();
-        let counted: Vec<&str> = indexes
-            .iter()
-            .zip(recipients)
-            .filter(|(_, (_, count))| *count)
-            .map(|(ix, _)| ix.as_str())
+            .filter(|(_, count)| *count)
+            .map(|(ix, _)| *ix)
             .collect();
         let rows: Vec<(String, String, Option<String>, i64)> = on_read!(via, |p| {
             let mut qb = QueryBuilder::new(
@@ -421,14 +419,14 @@ impl Store {
             qb.push_bind(app.as_str()).push(" AND phone_index IN (");
             let mut sep = qb.separated(", ");
             for ix in &indexes {
-                sep.push_bind(ix.as_str());
+                sep.push_bind(*ix);
             }
             qb.push(") UNION ALL SELECT 'consent', phone_index, channel || ':' || scope, CAST(0 AS BIGINT) FROM consents WHERE app_id = ")
                 .push_bind(app.as_str())
                 .push(" AND revoked_at IS NULL AND phone_index IN (");
             let mut sep = qb.separated(", ");
             for ix in &indexes {
-                sep.push_bind(ix.as_str());
+                sep.push_bind(*ix);
             }
             qb.push(")");
             if !counted.is_empty() {
