@@ -238,6 +238,11 @@ pub fn with_footer<'a>(body: &'a str, footer: &str) -> Cow<'a, str> {
 
 /// Drops invisible characters, applies NFKC and turns ideographic full stops into dots.
 fn fold(text: &str) -> Vec<char> {
+    // ASCII has nothing invisible and is its own NFKC; most bodies are ASCII, and NFKC's
+    // decompose-and-recompose was the larger part of checking them.
+    if text.is_ascii() {
+        return text.chars().collect();
+    }
     text.chars()
         .filter(|&c| !is_invisible(c))
         .nfkc()
@@ -558,9 +563,18 @@ const BREAK: &str = ".";
 /// The text's words: NFKC, invisible characters dropped, lowercase, split at anything that
 /// is not a letter or digit, with [`BREAK`] where a sentence ends.
 fn words(text: &str) -> Vec<String> {
+    // As in `fold`: ASCII needs no folding.
+    if text.is_ascii() {
+        words_of(text.chars())
+    } else {
+        words_of(text.chars().filter(|&c| !is_invisible(c)).nfkc())
+    }
+}
+
+fn words_of(chars: impl Iterator<Item = char>) -> Vec<String> {
     let mut out = Vec::new();
     let mut word = String::new();
-    for c in text.chars().filter(|&c| !is_invisible(c)).nfkc() {
+    for c in chars {
         if c.is_alphanumeric() {
             word.extend(c.to_lowercase());
             continue;

@@ -9,6 +9,11 @@
 //! load a batch is one request and latency is one commit; under heavy load batches grow and
 //! throughput follows. On SQLite that transaction is a turn in the one the other writers
 //! share (`portcullis_store::group`), so their fsyncs are shared too.
+//!
+//! The guard's inputs are read here too, once per batch ([`crate::reads`]): a request
+//! that still needs deciding arrives as a screening, gets what the committer read for it
+//! ([`Screening`]), decides on its own task and answers with the message to write or the
+//! refusal to record, which the committer writes with the rest of the batch.
 
 use std::sync::Arc;
 
@@ -19,11 +24,12 @@ use portcullis_queue::NewJob;
 use portcullis_store::guard::{Counter, CounterKeys, add_usage, lock_counters};
 use portcullis_store::idempotency::IdempotencyClaim;
 use portcullis_store::messages::SealedMessage;
-use portcullis_store::policy::NewPolicyEvent;
-use portcullis_store::{Store, StoreError, now_ms};
+use portcullis_store::policy::{GuardSnapshot, NewPolicyEvent};
+use portcullis_store::{HeldReader, Store, StoreError, now_ms};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
+use crate::reads::{self, GuardRead};
 use crate::{PipelineConfig, PipelineError, SEND_QUEUE};
 
 /// The `Idempotency-Key` of a request and the hash of what was asked under it.
@@ -64,16 +70,16 @@ pub struct Charge {
 }
 
 impl Charge {
-    fn deltas(&self, out: &mut Vec<(Counter, i64)>) {
+    fn deltas<'a>(&'a self, out: &mut Vec<(&'a Counter, i64)>) {
         let k = &self.keys;
         let segments = i64::try_from(self.segments).unwrap_or(i64::MAX);
         for c in k.quota_set() {
-            out.push((c.clone(), segments));
+            out.push((c, segments));
         }
-        out.push((k.app_minute.clone(), 1));
-        out.push((k.app_hour.clone(), 1));
+        out.push((&k.app_minute, 1));
+        out.push((&k.app_hour, 1));
         if self.high_risk {
-            out.push((k.high_risk_hour.clone(), 1));
+            out.push((&k.high_risk_hour, 1));
         }
     }
 }
@@ -101,8 +107,50 @@ pub enum AcceptOutcome {
 
 type Reply = oneshot::Sender<Result<AcceptOutcome, PipelineError>>;
 
+/// What reaches the committer.
+pub(crate) enum Incoming {
+    /// Decided work, answered once the commit holding it is durable.
+    Write(Work, Reply),
+    /// A message the guard has yet to decide: the committer reads its inputs with the
+    /// rest of the batch's and hands them back as a [`Screening`].
+    Screen(
+        Box<GuardRead>,
+        oneshot::Sender<Result<Screening, PipelineError>>,
+    ),
+}
+
+/// What the guard needs to decide one message, read by the committer for its batch. The
+/// committer writes the batch once every screening of it is answered, so answer at once,
+/// without waiting on anything that goes through the committer: with [`Screening::accept`],
+/// with [`Screening::refuse`], or by dropping it, which withdraws the message.
+#[derive(Debug)]
+pub struct Screening {
+    pub snapshot: GuardSnapshot,
+    verdict: oneshot::Sender<(Work, Reply)>,
+}
+
+impl Screening {
+    /// Writes the message with the batch; its outcome once the commit is durable.
+    pub async fn accept(self, req: AcceptRequest) -> Result<AcceptOutcome, PipelineError> {
+        self.answer(Work::Accept(Box::new(req))).await
+    }
+
+    /// Records the refusal's policy events with the batch; returns once they are durable.
+    pub async fn refuse(self, events: Vec<NewPolicyEvent>) -> Result<(), PipelineError> {
+        self.answer(Work::Record(events)).await.map(|_| ())
+    }
+
+    async fn answer(self, work: Work) -> Result<AcceptOutcome, PipelineError> {
+        let (reply, answer) = oneshot::channel();
+        self.verdict
+            .send((work, reply))
+            .map_err(|_| PipelineError::ShuttingDown)?;
+        answer.await.map_err(|_| PipelineError::ShuttingDown)?
+    }
+}
+
 pub(crate) struct CommitterHandle {
-    tx: std::sync::Mutex<Option<mpsc::Sender<(Work, Reply)>>>,
+    tx: std::sync::Mutex<Option<mpsc::Sender<Incoming>>>,
 }
 
 impl CommitterHandle {
@@ -112,7 +160,7 @@ impl CommitterHandle {
         work: Arc<Notify>,
         tasks: &TaskTracker,
     ) -> CommitterHandle {
-        let (tx, rx) = mpsc::channel::<(Work, Reply)>(config.max_commit_batch * 8);
+        let (tx, rx) = mpsc::channel::<Incoming>(config.max_commit_batch * 8);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..config.committers.max(1) {
             let c = Committer {
@@ -130,18 +178,28 @@ impl CommitterHandle {
     }
 
     pub(crate) async fn submit(&self, work: Work) -> Result<AcceptOutcome, PipelineError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Incoming::Write(work, reply)).await?;
+        answer.await.map_err(|_| PipelineError::ShuttingDown)?
+    }
+
+    pub(crate) async fn screen(&self, read: GuardRead) -> Result<Screening, PipelineError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Incoming::Screen(Box::new(read), reply)).await?;
+        answer.await.map_err(|_| PipelineError::ShuttingDown)?
+    }
+
+    async fn send(&self, incoming: Incoming) -> Result<(), PipelineError> {
         let sender = self
             .tx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or(PipelineError::ShuttingDown)?;
-        let (reply, answer) = oneshot::channel();
         sender
-            .send((work, reply))
+            .send(incoming)
             .await
-            .map_err(|_| PipelineError::ShuttingDown)?;
-        answer.await.map_err(|_| PipelineError::ShuttingDown)?
+            .map_err(|_| PipelineError::ShuttingDown)
     }
 
     /// Stops taking requests; the committers finish what is queued and exit.
@@ -162,19 +220,73 @@ struct Committer {
 }
 
 impl Committer {
-    async fn run(self, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(Work, Reply)>>>) {
-        let mut batch = Vec::with_capacity(self.max_batch);
+    async fn run(self, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Incoming>>>) {
+        let mut incoming = Vec::with_capacity(self.max_batch);
+        let mut held = HeldReader::new(&self.store.db);
         loop {
             {
                 // Several committers share one queue; whoever holds the lock takes a batch.
                 let mut rx = rx.lock().await;
-                if rx.recv_many(&mut batch, self.max_batch).await == 0 {
+                if rx.recv_many(&mut incoming, self.max_batch).await == 0 {
                     return;
                 }
             }
-            self.commit_batch(std::mem::take(&mut batch)).await;
-            batch.reserve(self.max_batch);
+            let batch = self.screen(&mut held, incoming.drain(..)).await;
+            if !batch.is_empty() {
+                self.commit_batch(batch).await;
+            }
         }
+    }
+
+    /// Reads the guard's inputs for the batch's screenings, hands them out and waits for
+    /// the decisions: the batch to write.
+    async fn screen(
+        &self,
+        held: &mut HeldReader,
+        incoming: impl Iterator<Item = Incoming>,
+    ) -> Vec<(Work, Reply)> {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        let mut reads = Vec::new();
+        let mut slots = Vec::new();
+        for item in incoming {
+            match item {
+                Incoming::Write(work, reply) => batch.push((work, reply)),
+                Incoming::Screen(read, slot) => {
+                    reads.push(*read);
+                    slots.push(slot);
+                }
+            }
+        }
+        if reads.is_empty() {
+            return batch;
+        }
+        let refs: Vec<&GuardRead> = reads.iter().collect();
+        match reads::snapshots(&self.store, held, &refs).await {
+            Ok(snapshots) => {
+                let mut decisions = Vec::with_capacity(slots.len());
+                for (slot, snapshot) in slots.into_iter().zip(snapshots) {
+                    let (verdict, decided) = oneshot::channel();
+                    // A request gone meanwhile (its client hung up) drops its screening.
+                    if slot.send(Ok(Screening { snapshot, verdict })).is_ok() {
+                        decisions.push(decided);
+                    }
+                }
+                for decided in decisions {
+                    // A dropped screening is a withdrawn message: nothing to write.
+                    if let Ok(work) = decided.await {
+                        batch.push(work);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "guard read failed");
+                let detail = e.to_string();
+                for slot in slots {
+                    let _ = slot.send(Err(PipelineError::Read(detail.clone())));
+                }
+            }
+        }
+        batch
     }
 
     async fn commit_batch(&self, batch: Vec<(Work, Reply)>) {
@@ -266,12 +378,15 @@ impl Committer {
             }
             outcomes.push(outcome);
         }
-        let quota_counters: Vec<&Counter> = fresh
+        let mut quota_counters: Vec<&Counter> = fresh
             .iter()
             .filter_map(|(_, r)| r.charge.as_ref())
             .filter(|c| c.limits.any())
             .flat_map(|c| c.keys.quota_set())
             .collect();
+        // A batch's messages mostly share their counters: each is read once.
+        quota_counters.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        quota_counters.dedup_by(|a, b| a.key == b.key);
         let mut used = lock_counters(&mut tx, self.store.db.backend(), &quota_counters).await?;
         let mut deltas = Vec::with_capacity(fresh.len() * 6);
         for (at, req) in fresh {

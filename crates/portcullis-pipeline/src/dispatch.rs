@@ -738,6 +738,7 @@ async fn settle(
             (keys.invalid_hour, 1)
         })
         .collect();
+    let invalid: Vec<(&Counter, i64)> = invalid.iter().map(|(c, n)| (c, *n)).collect();
     add_usage(&mut tx, &invalid).await?;
     tx.commit().await?;
     crate::count_policy_events(policy_events);

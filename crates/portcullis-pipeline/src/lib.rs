@@ -32,7 +32,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use accept::{AcceptOutcome, AcceptRequest, Charge, IdempotencyInput};
+pub use accept::{AcceptOutcome, AcceptRequest, Charge, IdempotencyInput, Screening};
 pub use board::Board;
 pub use control::{Control, PauseTarget};
 pub use reads::GuardRead;
@@ -142,7 +142,6 @@ pub struct Pipeline {
     events: Arc<Notify>,
     board: Arc<Board>,
     control: Arc<Control>,
-    readers: reads::Readers,
 }
 
 impl Pipeline {
@@ -169,7 +168,6 @@ impl Pipeline {
             work.clone(),
         ));
         let committer = accept::CommitterHandle::spawn(&store, &config, work.clone(), &tasks);
-        let readers = reads::Readers::spawn(&store, &tasks);
         let recorder_stop = CancellationToken::new();
         let recorder = tokio::spawn(recorder::run(
             store.clone(),
@@ -207,7 +205,6 @@ impl Pipeline {
             events,
             board,
             control,
-            readers,
         }))
     }
 
@@ -245,16 +242,13 @@ impl Pipeline {
             .await
     }
 
-    /// Reads what the guard needs for one message, batched with concurrent requests (see
-    /// [`reads`]).
-    pub async fn guard_read(
-        &self,
-        req: GuardRead,
-    ) -> Result<portcullis_store::policy::GuardSnapshot, PipelineError> {
-        self.readers.read(req).await
+    /// Reads what the guard needs for one message, with the committer's next batch; the
+    /// decision goes back through the [`Screening`] (see [`accept`] and [`reads`]).
+    pub async fn screen(&self, read: GuardRead) -> Result<Screening, PipelineError> {
+        self.committer.screen(read).await
     }
 
-    /// Records policy events (a refusal) through the batched committer.
+    /// Records policy events (a refusal not screened) through the batched committer.
     pub async fn record_policy_events(
         &self,
         events: Vec<portcullis_store::policy::NewPolicyEvent>,
@@ -269,7 +263,6 @@ impl Pipeline {
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         self.committer.close();
-        self.readers.close();
         self.tasks.close();
         self.tasks.wait().await;
         // Providers stop only once in-flight sends are done: an SMPP session unbound

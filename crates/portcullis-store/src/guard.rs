@@ -8,10 +8,11 @@
 //! must be exact read the rows under a row lock inside the accepting transaction
 //! ([`lock_counters`]).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use jiff::Timestamp;
-use portcullis_domain::quota::periods;
+use portcullis_domain::quota::{Periods, periods};
 use portcullis_domain::{AppId, TenantId};
 use sqlx::QueryBuilder;
 
@@ -21,6 +22,30 @@ use crate::{Backend, Db, StoreError, Tx, now_ms, on_pool, on_tx};
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
+
+thread_local! {
+    /// The periods this thread worked out last, and the zone they are in. They change
+    /// once a day, and working them out again is four time-zone conversions per message.
+    static LAST_PERIODS: RefCell<Option<(Option<String>, Periods)>> = const { RefCell::new(None) };
+}
+
+/// [`periods`] in the tenant's zone, from the thread's last answer while `ts` is in the
+/// same day of the same zone.
+fn periods_of(settings: &TenantSettings, ts: Timestamp) -> Periods {
+    LAST_PERIODS.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((zone, p)) = last.as_ref()
+            && *zone == settings.timezone
+            && p.day_start <= ts
+            && ts < p.day_end
+        {
+            return p.clone();
+        }
+        let p = periods(ts, &settings.time_zone());
+        *last = Some((settings.timezone.clone(), p.clone()));
+        p
+    })
+}
 
 /// A counter and when its row may be pruned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -60,7 +85,7 @@ pub struct CounterKeys {
 impl CounterKeys {
     pub fn new(tenant: &TenantId, app: &AppId, settings: &TenantSettings, now: i64) -> Self {
         let ts = Timestamp::from_millisecond(now).unwrap_or(Timestamp::UNIX_EPOCH);
-        let p = periods(ts, &settings.time_zone());
+        let p = periods_of(settings, ts);
         let (a, t) = (app.as_str(), tenant.as_str());
         let minute = now.div_euclid(MINUTE_MS);
         let hour = now.div_euclid(HOUR_MS);
@@ -151,14 +176,7 @@ pub async fn lock_counters(
     // SQLite has one writer, so inside a write transaction nobody else can change them and
     // a missing row simply reads as 0 (one statement fewer on the writer per batch).
     if backend == Backend::Postgres {
-        add_usage(
-            tx,
-            &counters
-                .iter()
-                .map(|c| ((*c).clone(), 0))
-                .collect::<Vec<_>>(),
-        )
-        .await?;
+        add_usage(tx, &counters.iter().map(|c| (*c, 0)).collect::<Vec<_>>()).await?;
     }
     let rows: Vec<(String, i64)> = on_tx!(&mut *tx, |c| {
         let mut qb = QueryBuilder::new("SELECT key, count FROM usage_counters WHERE key IN (");
@@ -177,15 +195,15 @@ pub async fn lock_counters(
 
 /// Adds to counters (creating their rows), inside the caller's transaction. Deltas for the
 /// same key are summed first, so a batch costs one statement per distinct counter.
-pub async fn add_usage(tx: &mut Tx, deltas: &[(Counter, i64)]) -> Result<(), StoreError> {
+pub async fn add_usage(tx: &mut Tx, deltas: &[(&Counter, i64)]) -> Result<(), StoreError> {
     let mut merged: Vec<(&Counter, i64)> = Vec::new();
     let mut at: HashMap<&str, usize> = HashMap::new();
-    for (c, d) in deltas {
+    for &(c, d) in deltas {
         match at.get(c.key.as_str()) {
             Some(&i) => merged[i].1 += d,
             None => {
                 at.insert(c.key.as_str(), merged.len());
-                merged.push((c, *d));
+                merged.push((c, d));
             }
         }
     }
@@ -295,4 +313,35 @@ pub async fn list_pauses(db: &Db) -> Result<Vec<PauseRecord>, StoreError> {
             },
         )
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thread's remembered periods are only reused for the same zone and day.
+    #[test]
+    fn remembered_periods_follow_the_zone_and_the_day() {
+        let zone = |z: Option<&str>| TenantSettings {
+            timezone: z.map(str::to_owned),
+            ..TenantSettings::default()
+        };
+        let (utc, tokyo) = (zone(None), zone(Some("Asia/Tokyo")));
+        // 2026-03-31 23:30 UTC is already 1 April in Tokyo.
+        let t = Timestamp::from_second(1_774_999_800).unwrap();
+        let minutes = |m: i64| t + jiff::SignedDuration::from_mins(m);
+        for (settings, ts) in [
+            (&utc, t),
+            (&utc, minutes(20)),
+            (&utc, minutes(31)),
+            (&tokyo, minutes(31)),
+            (&utc, minutes(31)),
+            (&tokyo, t),
+        ] {
+            assert_eq!(periods_of(settings, ts), periods(ts, &settings.time_zone()));
+        }
+        assert_eq!(periods_of(&utc, t).month, "2026-03");
+        assert_eq!(periods_of(&utc, minutes(31)).month, "2026-04");
+        assert_eq!(periods_of(&tokyo, t).day, "2026-04-01");
+    }
 }

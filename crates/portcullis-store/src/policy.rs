@@ -124,7 +124,8 @@ pub struct GuardSnapshot {
     pub recipient: RecipientState,
     /// Non-essential messages to the recipient today (0 when not counted).
     pub recipient_today: u32,
-    pub counters: CounterValues,
+    /// The app's counters, shared by the snapshots of one read.
+    pub counters: std::sync::Arc<CounterValues>,
 }
 
 impl GuardSnapshot {

@@ -10,7 +10,7 @@ use portcullis_domain::template::WhatsappTemplate;
 use portcullis_domain::{
     Channel, E164, MessageBody, MessageId, MessageStatus, Purpose, encoding::segment_info,
 };
-use portcullis_pipeline::{AcceptOutcome, AcceptRequest, Charge, IdempotencyInput};
+use portcullis_pipeline::{AcceptOutcome, AcceptRequest, Charge, IdempotencyInput, Screening};
 use portcullis_providers::whatsapp::{SERVICE_WINDOW_MS, WINDOW_CLOSED};
 use portcullis_store::idempotency::IdempotencyClaim;
 use portcullis_store::messages::{HistoryEntry, MessageFilter, MessageRecord, NewMessage};
@@ -339,6 +339,7 @@ pub async fn send(
             ));
         }
     };
+    let metadata = check_metadata(req.metadata)?;
     let id = MessageId::new();
 
     let started = std::time::Instant::now();
@@ -347,6 +348,7 @@ pub async fn send(
         text,
         info,
         charge,
+        screening,
     } = screen(
         &state,
         &auth,
@@ -363,17 +365,18 @@ pub async fn send(
     let mut status = MessageStatus::Queued;
     let send_at = match decision {
         Decision::Refuse { code, reason } => {
-            state
-                .pipeline
-                .record_policy_events(vec![super::policy::event(
-                    &auth,
-                    None,
-                    &to,
-                    "refused",
-                    code.as_str(),
-                    &reason,
-                )])
-                .await?;
+            let events = vec![super::policy::event(
+                &auth,
+                None,
+                &to,
+                "refused",
+                code.as_str(),
+                &reason,
+            )];
+            match screening {
+                Some(s) => s.refuse(events).await?,
+                None => state.pipeline.record_policy_events(events).await?,
+            }
             return Err(ApiError::unprocessable(code.as_str(), reason));
         }
         Decision::Defer {
@@ -421,7 +424,6 @@ pub async fn send(
         status = MessageStatus::Scheduled;
     }
     let expires_at = send_at.unwrap_or(now) + i64::from(validity) * 1000;
-    let metadata = check_metadata(req.metadata)?;
 
     let message = NewMessage {
         id,
@@ -450,16 +452,17 @@ pub async fn send(
         state.store.seal_template(&mut sealed, t)?;
     }
     let idempotency = idempotency_key.map(|key| IdempotencyInput { key, request_hash });
-    let outcome = state
-        .pipeline
-        .accept(AcceptRequest {
-            message: sealed,
-            idempotency,
-            response: response.clone(),
-            policy_events,
-            charge,
-        })
-        .await?;
+    let accept = AcceptRequest {
+        message: sealed,
+        idempotency,
+        response: response.clone(),
+        policy_events,
+        charge,
+    };
+    let outcome = match screening {
+        Some(s) => s.accept(accept).await?,
+        None => state.pipeline.accept(accept).await?,
+    };
     match outcome {
         AcceptOutcome::Accepted => Ok(json_response(StatusCode::ACCEPTED, response, false)),
         AcceptOutcome::Replay {
@@ -479,6 +482,9 @@ struct Screened {
     info: portcullis_domain::SegmentInfo,
     /// What accepting it costs against the counters.
     charge: Option<Charge>,
+    /// The committer's batch waiting for this decision (`None`: nothing was read, the
+    /// message goes to the committer on its own).
+    screening: Option<Screening>,
 }
 
 #[cfg(not(feature = "unguarded-benchmark-only"))]
@@ -514,22 +520,25 @@ mod guarded {
         let text = policy.outgoing_text(purpose, body.as_str());
         let info = segment_info(&text);
         let keys = CounterKeys::new(&auth.tenant_id, &auth.app_id, &tenant, now);
-        let snapshot = if pause.is_some() {
+        let screening = if pause.is_some() {
             // Refused whatever the rest says: no need to read it.
-            GuardSnapshot::default()
+            None
         } else {
-            state
-                .pipeline
-                .guard_read(GuardRead {
-                    app: auth.app_id.clone(),
-                    to: to.clone(),
-                    channel,
-                    count_recipient: policy.recipient_daily_cap.is_some()
-                        && !purpose.is_essential(),
-                    keys: keys.clone(),
-                })
-                .await?
+            Some(
+                state
+                    .pipeline
+                    .screen(GuardRead {
+                        app: auth.app_id.clone(),
+                        to: to.clone(),
+                        count_recipient: policy.recipient_daily_cap.is_some()
+                            && !purpose.is_essential(),
+                        keys: keys.clone(),
+                    })
+                    .await?,
+            )
         };
+        let unread = GuardSnapshot::default();
+        let snapshot = screening.as_ref().map_or(&unread, |s| &s.snapshot);
         let outgoing = Outgoing {
             purpose,
             channel,
@@ -562,6 +571,7 @@ mod guarded {
             text: text.into_owned(),
             info,
             charge: Some(charge),
+            screening,
         })
     }
 }
@@ -586,6 +596,7 @@ async fn screen(
         text: body.as_str().to_owned(),
         info: segment_info(body.as_str()),
         charge: None,
+        screening: None,
     })
 }
 

@@ -20,6 +20,7 @@ both_backends!(
     kill_switches,
     failure_storm_pauses_the_app,
     concurrent_requests_each_get_their_own_standing,
+    the_recipient_cap_holds_for_concurrent_requests,
 );
 
 /// Edits the test app's policy settings in the store (the operator's `apps update`).
@@ -714,6 +715,58 @@ async fn concurrent_requests_each_get_their_own_standing(backend: Backend) {
                 assert_eq!(answer["code"], code, "request {i}: {answer}");
             }
         }
+    }
+    app.stop().await;
+}
+
+/// Requests racing to one recipient cannot together pass its daily cap: each is decided
+/// on what its committer read after that committer's previous batch committed, plus the
+/// batch's earlier messages to the same recipient. SQLite has one committer, so the cap is
+/// exact; PostgreSQL's four commit side by side, each exact on its own.
+async fn the_recipient_cap_holds_for_concurrent_requests(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    set_policy(&app, |p| p.recipient_daily_cap = Some(3)).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..40usize {
+        let (client, url, key) = (
+            app.client.clone(),
+            app.url("/v1/messages"),
+            app.admin_key.clone(),
+        );
+        // Every fourth is an OTP: essential, never capped, and not counted.
+        let purpose = if i % 4 == 0 { "otp" } else { "notification" };
+        set.spawn(async move {
+            let res = client
+                .post(url)
+                .bearer_auth(key)
+                .json(
+                    &json!({"to": "+14155550190", "body": format!("note {i}"), "purpose": purpose}),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let answer: Value = res.json().await.unwrap();
+            (purpose, status, answer)
+        });
+    }
+    let (mut notes, mut capped, mut otps) = (0, 0, 0);
+    while let Some(done) = set.join_next().await {
+        let (purpose, status, answer) = done.unwrap();
+        match (purpose, status) {
+            ("otp", 202) => otps += 1,
+            ("notification", 202) => notes += 1,
+            ("notification", 422) => {
+                assert_eq!(answer["code"], "recipient_frequency_capped", "{answer}");
+                capped += 1;
+            }
+            _ => panic!("{purpose}: {status} {answer}"),
+        }
+    }
+    assert_eq!((notes + capped, otps), (30, 10));
+    match backend {
+        Backend::Sqlite => assert_eq!(notes, 3),
+        Backend::Postgres => assert!((3..=12).contains(&notes), "{notes} accepted"),
     }
     app.stop().await;
 }
