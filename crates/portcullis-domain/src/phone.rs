@@ -82,9 +82,7 @@ impl E164 {
             return Err(PhoneError::NotE164);
         }
         let number = phonenumber::parse(None, &folded).map_err(|_| PhoneError::InvalidForRegion)?;
-        if !phonenumber::is_valid(&number) {
-            return Err(PhoneError::InvalidForRegion);
-        }
+        let region = validate(&number).ok_or(PhoneError::InvalidForRegion)?;
         // The library's own E.164 rendering drops anything it read as a trunk prefix
         // (`+44 07…` is `+44 7…`), so every spelling of one number meets at one key.
         let canonical = number.format().mode(Mode::E164).to_string();
@@ -93,7 +91,7 @@ impl E164 {
         }
         Ok(E164 {
             number: canonical,
-            region: OnceLock::from(region_of(&number)),
+            region: OnceLock::from(region),
         })
     }
 
@@ -168,11 +166,57 @@ fn region_of(number: &phonenumber::PhoneNumber) -> Option<&'static str> {
     })
 }
 
-/// Whether the national number has a type (fixed line, mobile, …) in the region's plan.
+/// libphonenumber's `isValidNumber` and `getRegionCodeForNumber` in one pass: `None` when
+/// the number is not valid, else its region (`Some(None)`: non-geographic).
+///
+/// `phonenumber::is_valid` finds the region by matching the number against each candidate
+/// region's type patterns, then matches them again to decide validity, and [`region_of`]
+/// would match them a third time: three passes of regular expressions (each lookup in the
+/// crate's regex cache hashes the whole pattern) made parsing a number the largest single
+/// cost of accepting a message. The found region's pattern match already answers
+/// validity, except where the region was picked by its leading digits.
+fn validate(number: &phonenumber::PhoneNumber) -> Option<Option<&'static str>> {
+    let db = &*phonenumber::metadata::DATABASE;
+    let national = number.national().to_string();
+    let code = number.code().value();
+    let regions = db.region(&code)?;
+    if let [only] = regions.as_slice() {
+        // "001" is the pseudo-region of non-geographic codes (+800, +882, …), whose plan
+        // is kept under the code.
+        let (meta, region) = if *only == "001" {
+            (db.by_code(&code)?.into_iter().next()?, None)
+        } else {
+            (db.by_id(*only)?, Some(*only))
+        };
+        return has_known_type(meta, &national).then_some(region);
+    }
+    for region in regions {
+        let meta = db.by_id(region)?;
+        match meta.leading_digits() {
+            Some(pattern) => {
+                if pattern.find(&national).is_some_and(|m| m.start() == 0) {
+                    return has_known_type(meta, &national).then_some(Some(region));
+                }
+            }
+            None => {
+                if has_known_type(meta, &national) {
+                    return Some(Some(region));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Whether the national number has a type (fixed line, mobile, …) in the region's plan:
+/// `phonenumber::number_type(…) != Unknown`. Fixed line and mobile come first because
+/// almost every number is one of them, and the answer does not depend on the order.
 fn has_known_type(meta: &phonenumber::Metadata, national: &str) -> bool {
     let d = meta.descriptors();
     d.general().is_match(national)
         && [
+            d.fixed_line(),
+            d.mobile(),
             d.premium_rate(),
             d.toll_free(),
             d.shared_cost(),
@@ -181,8 +225,6 @@ fn has_known_type(meta: &phonenumber::Metadata, national: &str) -> bool {
             d.pager(),
             d.uan(),
             d.voicemail(),
-            d.fixed_line(),
-            d.mobile(),
         ]
         .into_iter()
         .flatten()
@@ -497,6 +539,62 @@ mod tests {
         let a = E164::parse("tel:+1 (415) 555-0100").expect("valid");
         let b = E164::parse("+14155550100").expect("valid");
         assert_eq!(a, b);
+    }
+
+    /// `validate` gives what `phonenumber::is_valid` and `region_of` give, for every
+    /// example number in the metadata and for variants of each (a digit changed, added or
+    /// dropped), valid and invalid alike.
+    #[test]
+    fn one_pass_validation_agrees_with_the_library() {
+        let db = &*phonenumber::metadata::DATABASE;
+        let (mut valid, mut checked) = (0, 0);
+        for meta in db.iter() {
+            let d = meta.descriptors();
+            let examples = [
+                Some(d.general()),
+                d.fixed_line(),
+                d.mobile(),
+                d.toll_free(),
+                d.premium_rate(),
+                d.shared_cost(),
+                d.voip(),
+                d.personal_number(),
+                d.pager(),
+                d.uan(),
+                d.voicemail(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter_map(|desc| desc.example());
+            for example in examples {
+                let mut variants = vec![
+                    example.to_owned(),
+                    format!("{example}7"),
+                    example[..example.len().saturating_sub(1)].to_owned(),
+                ];
+                for (i, c) in example.char_indices() {
+                    let digit = c.to_digit(10).unwrap_or(0);
+                    let mut v = example.to_owned();
+                    v.replace_range(i..i + 1, &((digit + 3) % 10).to_string());
+                    variants.push(v);
+                }
+                for v in variants {
+                    let text = format!("+{}{v}", meta.country_code());
+                    let Ok(n) = phonenumber::parse(None, &text) else {
+                        continue;
+                    };
+                    let library = phonenumber::is_valid(&n).then(|| region_of(&n));
+                    assert_eq!(validate(&n), library, "{text}");
+                    checked += 1;
+                    valid += usize::from(library.is_some());
+                }
+            }
+        }
+        // The set holds both kinds, in numbers.
+        assert!(
+            valid > 1_000 && checked - valid > 1_000,
+            "{valid} of {checked}"
+        );
     }
 
     #[test]
