@@ -9,8 +9,9 @@
 //! the committer's batches are tens of requests, and it reads for all of them with one
 //! query per app ([`crate::accept`]). Reading there has a second use: the committer reads
 //! after its previous batch committed, and adds what the batch's earlier messages to the
-//! same recipient will count, so the per-recipient cap holds across concurrent requests
-//! (within one committer; instances sharing PostgreSQL each see the others' commits).
+//! same recipient will count, so the per-recipient cap holds across concurrent requests.
+//! That is exact for one committer (SQLite's); PostgreSQL's four committers, and instances
+//! sharing a database, each see only what the others have committed.
 
 use std::collections::HashMap;
 
