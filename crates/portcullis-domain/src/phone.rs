@@ -209,26 +209,34 @@ fn validate(number: &phonenumber::PhoneNumber) -> Option<Option<&'static str>> {
 }
 
 /// Whether the national number has a type (fixed line, mobile, …) in the region's plan:
-/// `phonenumber::number_type(…) != Unknown`. Fixed line and mobile come first because
-/// almost every number is one of them, and the answer does not depend on the order.
+/// `phonenumber::number_type(…) != Unknown`.
 fn has_known_type(meta: &phonenumber::Metadata, national: &str) -> bool {
     let d = meta.descriptors();
     d.general().is_match(national)
-        && [
-            d.fixed_line(),
-            d.mobile(),
-            d.premium_rate(),
-            d.toll_free(),
-            d.shared_cost(),
-            d.voip(),
-            d.personal_number(),
-            d.pager(),
-            d.uan(),
-            d.voicemail(),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|desc| desc.is_match(national))
+        && number_types(d)
+            .into_iter()
+            .flatten()
+            .any(|desc| desc.is_match(national))
+}
+
+/// The number types of a plan that `phonenumber::number_type` tells apart. Fixed line and
+/// mobile come first because almost every number is one of them; whether a number has a
+/// type does not depend on the order.
+fn number_types(
+    d: &phonenumber::metadata::Descriptors,
+) -> [Option<&phonenumber::metadata::Descriptor>; 10] {
+    [
+        d.fixed_line(),
+        d.mobile(),
+        d.premium_rate(),
+        d.toll_free(),
+        d.shared_cost(),
+        d.voip(),
+        d.personal_number(),
+        d.pager(),
+        d.uan(),
+        d.voicemail(),
+    ]
 }
 
 impl fmt::Debug for E164 {
@@ -550,22 +558,9 @@ mod tests {
         let (mut valid, mut checked) = (0, 0);
         for meta in db.iter() {
             let d = meta.descriptors();
-            let examples = [
-                Some(d.general()),
-                d.fixed_line(),
-                d.mobile(),
-                d.toll_free(),
-                d.premium_rate(),
-                d.shared_cost(),
-                d.voip(),
-                d.personal_number(),
-                d.pager(),
-                d.uan(),
-                d.voicemail(),
-            ]
-            .into_iter()
-            .flatten()
-            .filter_map(|desc| desc.example());
+            let examples = std::iter::once(d.general())
+                .chain(number_types(d).into_iter().flatten())
+                .filter_map(|desc| desc.example());
             for example in examples {
                 let mut variants = vec![
                     example.to_owned(),

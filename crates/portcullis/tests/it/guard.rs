@@ -45,6 +45,24 @@ async fn otp(app: &TestApp, to: &str, text: &str) -> (u16, Value) {
     .await
 }
 
+/// Sends every body to `POST /v1/messages` at once: each answer's index, status and JSON.
+async fn send_at_once(app: &TestApp, bodies: Vec<Value>) -> Vec<(usize, u16, Value)> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, body) in bodies.into_iter().enumerate() {
+        let request = app
+            .client
+            .post(app.url("/v1/messages"))
+            .bearer_auth(&app.admin_key)
+            .json(&body);
+        set.spawn(async move {
+            let res = request.send().await.unwrap();
+            let status = res.status().as_u16();
+            (i, status, res.json::<Value>().await.unwrap())
+        });
+    }
+    set.join_all().await
+}
+
 async fn policy_events(app: &TestApp, query: &str) -> Vec<Value> {
     let (status, page) = app
         .get(&format!("/v1/policy-events?{query}"), &app.admin_key)
@@ -676,13 +694,8 @@ async fn concurrent_requests_each_get_their_own_standing(backend: Backend) {
         )
         .await;
     assert_eq!(status, 201, "{sup}");
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..96usize {
-        let (client, url, key) = (
-            app.client.clone(),
-            app.url("/v1/messages"),
-            app.admin_key.clone(),
-        );
+    let mut expected = Vec::new();
+    let bodies = (0..96usize).map(|i| {
         let (to, body, expect) = match i % 4 {
             0 => (
                 "+14155550180".to_owned(),
@@ -693,22 +706,12 @@ async fn concurrent_requests_each_get_their_own_standing(backend: Backend) {
             2 => ("+1415".to_owned(), "hi", Some("invalid_phone_number")),
             _ => (format!("+1415555{:04}", 3000 + i), "", Some("invalid_body")),
         };
-        set.spawn(async move {
-            let res = client
-                .post(url)
-                .bearer_auth(key)
-                .json(&json!({"to": to, "body": body, "purpose": "support"}))
-                .send()
-                .await
-                .unwrap();
-            let status = res.status().as_u16();
-            let answer: Value = res.json().await.unwrap();
-            (i, expect, status, answer)
-        });
-    }
-    while let Some(done) = set.join_next().await {
-        let (i, expect, status, answer) = done.unwrap();
-        match expect {
+        expected.push(expect);
+        json!({"to": to, "body": body, "purpose": "support"})
+    });
+    let bodies: Vec<Value> = bodies.collect();
+    for (i, status, answer) in send_at_once(&app, bodies).await {
+        match expected[i] {
             None => assert_eq!(status, 202, "request {i}: {answer}"),
             Some(code) => {
                 assert_eq!(status, 422, "request {i}: {answer}");
@@ -726,41 +729,27 @@ async fn concurrent_requests_each_get_their_own_standing(backend: Backend) {
 async fn the_recipient_cap_holds_for_concurrent_requests(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     set_policy(&app, |p| p.recipient_daily_cap = Some(3)).await;
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..40usize {
-        let (client, url, key) = (
-            app.client.clone(),
-            app.url("/v1/messages"),
-            app.admin_key.clone(),
-        );
-        // Every fourth is an OTP: essential, never capped, and not counted.
-        let purpose = if i % 4 == 0 { "otp" } else { "notification" };
-        set.spawn(async move {
-            let res = client
-                .post(url)
-                .bearer_auth(key)
-                .json(
-                    &json!({"to": "+14155550190", "body": format!("note {i}"), "purpose": purpose}),
-                )
-                .send()
-                .await
-                .unwrap();
-            let status = res.status().as_u16();
-            let answer: Value = res.json().await.unwrap();
-            (purpose, status, answer)
-        });
-    }
+    // Every fourth is an OTP: essential, never capped, and not counted.
+    let purpose = |i: usize| {
+        if i.is_multiple_of(4) {
+            "otp"
+        } else {
+            "notification"
+        }
+    };
+    let bodies = (0..40)
+        .map(|i| json!({"to": "+14155550190", "body": format!("note {i}"), "purpose": purpose(i)}))
+        .collect();
     let (mut notes, mut capped, mut otps) = (0, 0, 0);
-    while let Some(done) = set.join_next().await {
-        let (purpose, status, answer) = done.unwrap();
-        match (purpose, status) {
+    for (i, status, answer) in send_at_once(&app, bodies).await {
+        match (purpose(i), status) {
             ("otp", 202) => otps += 1,
             ("notification", 202) => notes += 1,
             ("notification", 422) => {
                 assert_eq!(answer["code"], "recipient_frequency_capped", "{answer}");
                 capped += 1;
             }
-            _ => panic!("{purpose}: {status} {answer}"),
+            (p, _) => panic!("{p}: {status} {answer}"),
         }
     }
     assert_eq!((notes + capped, otps), (30, 10));
