@@ -729,17 +729,16 @@ async fn settle(
     portcullis_queue::complete(&mut tx, &done).await?;
     w.store.insert_policy_events(&mut tx, policy_events).await?;
     // Sends refused for invalid numbers feed the guard's pumping signal.
-    let invalid: Vec<(Counter, i64)> = changes
+    let invalid: Vec<Counter> = changes
         .iter()
         .filter(|c| c.error_code.as_deref() == Some(portcullis_providers::INVALID_NUMBER))
         .filter_map(|c| owners.get(&c.id))
         .map(|(tenant, app)| {
-            let keys = CounterKeys::new(tenant, app, &TenantSettings::default(), now);
-            (keys.invalid_hour, 1)
+            CounterKeys::new(tenant, app, &TenantSettings::default(), now).invalid_hour
         })
         .collect();
-    let invalid: Vec<(&Counter, i64)> = invalid.iter().map(|(c, n)| (c, *n)).collect();
-    add_usage(&mut tx, &invalid).await?;
+    let deltas: Vec<(&Counter, i64)> = invalid.iter().map(|c| (c, 1)).collect();
+    add_usage(&mut tx, &deltas).await?;
     tx.commit().await?;
     crate::count_policy_events(policy_events);
     crate::count_changes(&changes);
