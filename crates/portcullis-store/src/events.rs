@@ -48,6 +48,15 @@ pub struct EventRecord {
     pub created_at: i64,
 }
 
+/// An event taken off the outbox: who it is for and what kind it is, without its data.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub id: EventId,
+    pub tenant_id: TenantId,
+    pub app_id: AppId,
+    pub kind: EventType,
+}
+
 #[derive(sqlx::FromRow)]
 struct EventRow {
     seq: i64,
@@ -183,11 +192,15 @@ impl Store {
     /// Takes up to `limit` events off the outbox, oldest first (ids sort by time), inside the relay's
     /// transaction: if it rolls back, they stay for the next try. Concurrent relays (several
     /// instances on PostgreSQL) skip each other's rows.
+    ///
+    /// Only what fanning out needs is read, not the events' data: most events have no
+    /// webhook endpoint and no realtime subscriber to be rendered for, and those that do are
+    /// loaded when rendered ([`Store::events_by_ids`]).
     pub async fn take_outbox(
         &self,
         tx: &mut Tx,
         limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError> {
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         let lock = match self.db.backend() {
             crate::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             crate::Backend::Sqlite => "",
@@ -203,8 +216,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<EventRow> = on_tx!(&mut *tx, |c| {
-            let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM events WHERE id IN ("));
+        let rows: Vec<(String, String, String, String)> = on_tx!(&mut *tx, |c| {
+            let mut qb =
+                QueryBuilder::new("SELECT id, tenant_id, app_id, type FROM events WHERE id IN (");
             let mut sep = qb.separated(", ");
             for (id,) in &ids {
                 sep.push_bind(id.as_str());
@@ -212,7 +226,16 @@ impl Store {
             qb.push(") ORDER BY seq");
             qb.build_query_as().fetch_all(c).await
         })?;
-        rows.into_iter().map(|r| self.open_event(r)).collect()
+        rows.into_iter()
+            .map(|(id, tenant_id, app_id, kind)| {
+                Ok(OutboxEntry {
+                    kind: EventType::parse(&kind).map_err(StoreError::corrupt)?,
+                    id: EventId::from_trusted(id),
+                    tenant_id: TenantId::from_trusted(tenant_id),
+                    app_id: AppId::from_trusted(app_id),
+                })
+            })
+            .collect()
     }
 
     /// Events by id (any app: the caller holds ids it was given by the store).

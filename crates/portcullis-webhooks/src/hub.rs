@@ -130,10 +130,15 @@ impl Hub {
             .filter(|(app, _)| self.is_subscribed(&AppId::from_trusted(app.clone())))
             .map(|(_, id)| id.as_str())
             .collect();
-        if wanted.is_empty() {
+        self.publish_subscribed(&wanted).await
+    }
+
+    /// Loads and publishes events the caller found subscribers here for.
+    pub async fn publish_subscribed(&self, ids: &[&str]) -> Result<(), StoreError> {
+        if ids.is_empty() {
             return Ok(());
         }
-        let events = self.store.events_by_ids(&wanted).await?;
+        let events = self.store.events_by_ids(ids).await?;
         self.publish(&events).await
     }
 

@@ -1,6 +1,7 @@
 //! The outbox relay: takes committed events off the outbox, creates a delivery for every
 //! enabled endpoint that wants each one, and tells the realtime hubs, all in one
-//! transaction per batch. The deliveries it creates are leased to this process and handed
+//! transaction per batch. It reads only the events' heads (app, kind): their data is
+//! loaded when a delivery or a subscriber renders them. The deliveries it creates are leased to this process and handed
 //! straight to the delivery worker, except those for endpoints whose queue in the worker
 //! is full: those are created unleased and wait in the database to be claimed.
 
@@ -129,10 +130,16 @@ async fn relay_once(shared: &Shared, jobs: &mpsc::Sender<Leased>) -> Result<usiz
     }
     tx.commit().await?;
     metrics::counter!("portcullis_events_total").increment(events.len() as u64);
-    if store.db.backend() == Backend::Sqlite
-        && let Err(e) = shared.hub.publish(&events).await
-    {
-        tracing::warn!(error = %e, "publishing events to realtime subscribers failed");
+    if store.db.backend() == Backend::Sqlite {
+        // Only events someone here listens to are loaded and rendered.
+        let wanted: Vec<&str> = events
+            .iter()
+            .filter(|e| shared.hub.is_subscribed(&e.app_id))
+            .map(|e| e.id.as_str())
+            .collect();
+        if let Err(e) = shared.hub.publish_subscribed(&wanted).await {
+            tracing::warn!(error = %e, "publishing events to realtime subscribers failed");
+        }
     }
     if !deliveries.is_empty() {
         let leased = deliveries
