@@ -1,9 +1,10 @@
 //! The outbox relay: takes committed events off the outbox, creates a delivery for every
 //! enabled endpoint that wants each one, and tells the realtime hubs, all in one
 //! transaction per batch. It reads only the events' heads (app, kind): their data is
-//! loaded when a delivery or a subscriber renders them. The deliveries it creates are leased to this process and handed
-//! straight to the delivery worker, except those for endpoints whose queue in the worker
-//! is full: those are created unleased and wait in the database to be claimed.
+//! loaded when a delivery or a subscriber renders them. The deliveries it creates are
+//! leased to this process and handed straight to the delivery worker, except those for
+//! endpoints whose queue in the worker is full: those are created unleased and wait in the
+//! database to be claimed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
