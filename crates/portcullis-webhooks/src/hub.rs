@@ -123,22 +123,21 @@ impl Hub {
         Ok(())
     }
 
-    /// Loads events by `(app, event id)` and publishes those whose app has subscribers.
-    pub async fn publish_ids(&self, ids: &[(String, String)]) -> Result<(), StoreError> {
+    /// Loads events by `(app, event id)` and publishes those whose app has subscribers
+    /// here; the others are not read.
+    pub async fn publish_ids<'a>(
+        &self,
+        ids: impl IntoIterator<Item = (&'a AppId, &'a str)>,
+    ) -> Result<(), StoreError> {
         let wanted: Vec<&str> = ids
-            .iter()
-            .filter(|(app, _)| self.is_subscribed(&AppId::from_trusted(app.clone())))
-            .map(|(_, id)| id.as_str())
+            .into_iter()
+            .filter(|(app, _)| self.is_subscribed(app))
+            .map(|(_, id)| id)
             .collect();
-        self.publish_subscribed(&wanted).await
-    }
-
-    /// Loads and publishes events the caller found subscribers here for.
-    pub async fn publish_subscribed(&self, ids: &[&str]) -> Result<(), StoreError> {
-        if ids.is_empty() {
+        if wanted.is_empty() {
             return Ok(());
         }
-        let events = self.store.events_by_ids(ids).await?;
+        let events = self.store.events_by_ids(&wanted).await?;
         self.publish(&events).await
     }
 

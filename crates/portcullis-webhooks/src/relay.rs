@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_domain::DeliveryId;
+use portcullis_domain::{AppId, DeliveryId};
 use portcullis_store::webhooks::{DeliveryJob, NewDelivery};
 use portcullis_store::{Backend, StoreError, now_ms, on_tx};
 use tokio::sync::{Notify, mpsc};
@@ -131,16 +131,13 @@ async fn relay_once(shared: &Shared, jobs: &mpsc::Sender<Leased>) -> Result<usiz
     }
     tx.commit().await?;
     metrics::counter!("portcullis_events_total").increment(events.len() as u64);
-    if store.db.backend() == Backend::Sqlite {
-        // Only events someone here listens to are loaded and rendered.
-        let wanted: Vec<&str> = events
-            .iter()
-            .filter(|e| shared.hub.is_subscribed(&e.app_id))
-            .map(|e| e.id.as_str())
-            .collect();
-        if let Err(e) = shared.hub.publish_subscribed(&wanted).await {
-            tracing::warn!(error = %e, "publishing events to realtime subscribers failed");
-        }
+    if store.db.backend() == Backend::Sqlite
+        && let Err(e) = shared
+            .hub
+            .publish_ids(events.iter().map(|e| (&e.app_id, e.id.as_str())))
+            .await
+    {
+        tracing::warn!(error = %e, "publishing events to realtime subscribers failed");
     }
     if !deliveries.is_empty() {
         let leased = deliveries
@@ -191,13 +188,17 @@ pub(crate) async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
             };
             match n {
                 Ok(n) => {
-                    let ids: Vec<(String, String)> = n
+                    let ids: Vec<(AppId, &str)> = n
                         .payload()
                         .split(',')
                         .filter_map(|p| p.split_once(':'))
-                        .map(|(a, e)| (a.to_owned(), e.to_owned()))
+                        .map(|(a, e)| (AppId::from_trusted(a.to_owned()), e))
                         .collect();
-                    if let Err(e) = shared.hub.publish_ids(&ids).await {
+                    if let Err(e) = shared
+                        .hub
+                        .publish_ids(ids.iter().map(|(a, e)| (a, *e)))
+                        .await
+                    {
                         tracing::warn!(error = %e, "publishing events to realtime subscribers failed");
                     }
                 }
