@@ -217,7 +217,13 @@ impl Db {
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
-                .pragma("wal_autocheckpoint", "4000");
+                .pragma("wal_autocheckpoint", "4000")
+                .pragma("temp_store", "memory")
+                // sqlx's worker thread hands rows over through a channel of this size and
+                // stops at a full one until the task awaiting them is scheduled again: at the
+                // default (50), a batch of a few hundred rows took several of those waits,
+                // on the single writer, while it held the shared transaction.
+                .row_buffer_size(1024);
             // No ping before handing out a connection: an SQLite connection is a thread of
             // ours, not a socket that can go stale, and the ping is a round trip to that
             // thread on every acquire (measured: a large share of the futex wake-ups).
@@ -226,7 +232,7 @@ impl Db {
                 .min_connections(1)
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_with(opts.clone())
+                .connect_with(opts.clone().pragma("cache_size", "-65536"))
                 .await?;
             let read = SqlitePoolOptions::new()
                 .max_connections(4)

@@ -1,7 +1,8 @@
 //! Events for apps: what their webhooks and realtime subscribers are told.
 //!
 //! An event is written in the transaction of the change it reports (the outbox pattern),
-//! together with a row in `event_outbox`; the relay takes outbox rows in its own
+//! together with a row in `event_outbox` (written by a trigger, so no writer of events can
+//! forget it); the relay takes outbox rows in its own
 //! transaction and creates the deliveries. So an event exists if and only if its change
 //! committed, and is fanned out at least once.
 //!
@@ -92,7 +93,7 @@ impl Store {
         })
     }
 
-    /// Writes events and their outbox rows in a transaction of their own, for events that
+    /// Writes events (and so their outbox rows) in a transaction of their own, for events that
     /// change nothing else (a security alert).
     pub async fn emit_app_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
         let mut tx = self.db.begin().await?;
@@ -100,7 +101,7 @@ impl Store {
         tx.commit().await
     }
 
-    /// Writes events and their outbox rows inside the caller's transaction.
+    /// Writes events (and so their outbox rows) inside the caller's transaction.
     pub async fn insert_app_events(
         &self,
         tx: &mut Tx,
@@ -133,7 +134,6 @@ impl Store {
                 });
                 qb.build().execute(c).await.map(|r| r.rows_affected())
             })?;
-            insert_outbox(tx, chunk.iter().map(|e| (e.id.as_str(), e.created_at))).await?;
         }
         Ok(())
     }
@@ -184,12 +184,11 @@ impl Store {
                 qb.push(") AS v JOIN messages m ON m.id = v.column4");
                 qb.build().execute(c).await.map(|r| r.rows_affected())
             })?;
-            insert_outbox(tx, chunk.iter().map(|(id, ..)| (id.as_str(), now))).await?;
         }
         Ok(())
     }
 
-    /// Takes up to `limit` events off the outbox, oldest first (ids sort by time), inside the relay's
+    /// Takes up to `limit` events off the outbox, oldest first, inside the relay's
     /// transaction: if it rolls back, they stay for the next try. Concurrent relays (several
     /// instances on PostgreSQL) skip each other's rows.
     ///
@@ -201,33 +200,42 @@ impl Store {
         tx: &mut Tx,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let lock = match self.db.backend() {
-            crate::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            crate::Backend::Sqlite => "",
-        };
-        let ids: Vec<(String,)> =
-            on_tx!(&mut *tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM event_outbox WHERE event_id IN (SELECT event_id FROM event_outbox \
-                 ORDER BY event_id LIMIT $1{lock}) RETURNING event_id"
-            )))
-            .bind(i64::from(limit))
-            .fetch_all(c)
-            .await)?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<(String, String, String, String)> = on_tx!(&mut *tx, |c| {
-            let mut qb =
-                QueryBuilder::new("SELECT id, tenant_id, app_id, type FROM events WHERE id IN (");
-            let mut sep = qb.separated(", ");
-            for (id,) in &ids {
-                sep.push_bind(id.as_str());
+        type Head = (i64, String, String, String, String);
+        let limit = i64::from(limit);
+        let rows: Vec<Head> = match tx {
+            // One writer: nothing else touches the outbox between the read and the delete,
+            // so the rows taken are exactly those up to the last one read.
+            Tx::Sqlite(c) => {
+                let rows: Vec<Head> = sqlx::query_as(
+                    "SELECT e.seq, e.id, e.tenant_id, e.app_id, e.type FROM event_outbox o \
+                     JOIN events e ON e.seq = o.seq ORDER BY o.seq LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&mut **c)
+                .await?;
+                if let Some((last, ..)) = rows.last() {
+                    sqlx::query("DELETE FROM event_outbox WHERE seq <= $1")
+                        .bind(last)
+                        .execute(&mut **c)
+                        .await?;
+                }
+                rows
             }
-            qb.push(") ORDER BY seq");
-            qb.build_query_as().fetch_all(c).await
-        })?;
+            Tx::Postgres(c) => {
+                sqlx::query_as(
+                    "WITH taken AS (DELETE FROM event_outbox WHERE seq IN \
+                     (SELECT seq FROM event_outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                     RETURNING seq) \
+                     SELECT e.seq, e.id, e.tenant_id, e.app_id, e.type FROM taken \
+                     JOIN events e ON e.seq = taken.seq ORDER BY e.seq",
+                )
+                .bind(limit)
+                .fetch_all(&mut **c)
+                .await?
+            }
+        };
         rows.into_iter()
-            .map(|(id, tenant_id, app_id, kind)| {
+            .map(|(_, id, tenant_id, app_id, kind)| {
                 Ok(OutboxEntry {
                     kind: EventType::parse(&kind).map_err(StoreError::corrupt)?,
                     id: EventId::from_trusted(id),
@@ -296,7 +304,7 @@ impl Store {
         let n = on_pool!(self.db.write(), |p| sqlx::query(
             "DELETE FROM events WHERE created_at < $1 AND id NOT IN \
              (SELECT event_id FROM webhook_deliveries WHERE status = 'pending') \
-             AND id NOT IN (SELECT event_id FROM event_outbox)"
+             AND seq NOT IN (SELECT seq FROM event_outbox)"
         )
         .bind(before)
         .execute(p)
@@ -304,22 +312,4 @@ impl Store {
         .map(|r| r.rows_affected()))?;
         Ok(n)
     }
-}
-
-async fn insert_outbox<'a>(
-    tx: &mut Tx,
-    ids: impl Iterator<Item = (&'a str, i64)>,
-) -> Result<(), StoreError> {
-    let ids: Vec<_> = ids.collect();
-    if ids.is_empty() {
-        return Ok(());
-    }
-    on_tx!(&mut *tx, |c| {
-        let mut qb = QueryBuilder::new("INSERT INTO event_outbox (event_id, created_at) ");
-        qb.push_values(&ids, |mut b, (id, at)| {
-            b.push_bind(*id).push_bind(*at);
-        });
-        qb.build().execute(c).await.map(|r| r.rows_affected())
-    })?;
-    Ok(())
 }
