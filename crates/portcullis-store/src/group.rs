@@ -23,9 +23,6 @@ use crate::{StoreError, on_tx};
 /// A write transaction's outcome, sent once to every writer that joined it.
 type Outcome = Option<Result<(), Arc<str>>>;
 
-/// The savepoint each member's statements run in. Members take turns, so one name does.
-const SAVEPOINT: &str = "member";
-
 pub(crate) struct Group {
     pool: SqlitePool,
     state: Arc<Mutex<State>>,
@@ -47,6 +44,12 @@ struct State {
 struct Open {
     tx: Tx,
     done: watch::Sender<Outcome>,
+    /// The last member kept its work and its savepoint is still open: the next member's
+    /// `SAVEPOINT` releases it in the same round trip, and `COMMIT` releases it if nobody
+    /// comes. Each statement is a hand-off to sqlx's thread for the connection and back,
+    /// measured at about 0.2 ms under load while the turn is held, so a turn does not end
+    /// with one of its own.
+    kept: bool,
 }
 
 impl Open {
@@ -90,9 +93,15 @@ impl Group {
             None => Open {
                 tx: Tx::Sqlite(self.pool.begin_with("BEGIN IMMEDIATE").await?),
                 done: watch::channel(None).0,
+                kept: false,
             },
         };
-        if let Err(e) = savepoint(&mut open.tx, "SAVEPOINT").await {
+        let open_savepoint = if std::mem::take(&mut open.kept) {
+            "RELEASE member; SAVEPOINT member"
+        } else {
+            "SAVEPOINT member"
+        };
+        if let Err(e) = savepoint(&mut open.tx, open_savepoint).await {
             open.abort(&e);
             return Err(e);
         }
@@ -136,13 +145,8 @@ async fn commit_loop(group: Weak<Group>, state: Arc<Mutex<State>>, wake: Arc<Not
     }
 }
 
-async fn savepoint(tx: &mut Tx, verb: &str) -> Result<(), StoreError> {
-    on_tx!(tx, |c| sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "{verb} {SAVEPOINT}"
-    )))
-    .execute(c)
-    .await
-    .map(drop))?;
+async fn savepoint(tx: &mut Tx, statements: &'static str) -> Result<(), StoreError> {
+    on_tx!(tx, |c| sqlx::raw_sql(statements).execute(c).await.map(drop))?;
     Ok(())
 }
 
@@ -167,23 +171,22 @@ struct Member {
 }
 
 impl Member {
-    fn tx(&mut self) -> &mut Tx {
+    fn open(&mut self) -> &mut Open {
         match self.state.open.as_mut() {
-            Some(open) => &mut open.tx,
+            Some(open) => open,
             // `join` leaves the transaction open for as long as the member holds its turn.
             None => unreachable!("a member's transaction is open during its turn"),
         }
     }
 
-    /// Ends the member's turn: keeps (`RELEASE`) or undoes (`ROLLBACK TO`) its work.
+    /// Ends the member's turn: keeps its work (its savepoint is released by whatever
+    /// statement comes next, see [`Open::kept`]) or undoes it (`ROLLBACK TO`).
     async fn leave(mut self, keep: bool) -> Result<(), StoreError> {
         let result = if keep {
-            savepoint(self.tx(), "RELEASE").await
+            self.open().kept = true;
+            Ok(())
         } else {
-            match savepoint(self.tx(), "ROLLBACK TO").await {
-                Ok(()) => savepoint(self.tx(), "RELEASE").await,
-                Err(e) => Err(e),
-            }
+            savepoint(&mut self.open().tx, "ROLLBACK TO member; RELEASE member").await
         };
         if let Err(e) = &result {
             self.state.abort(e);
@@ -289,7 +292,7 @@ impl std::ops::DerefMut for SharedTx {
     fn deref_mut(&mut self) -> &mut Tx {
         match &mut self.0 {
             Inner::Own(Some(tx)) => tx,
-            Inner::Member(Some(m)) => m.tx(),
+            Inner::Member(Some(m)) => &mut m.open().tx,
             _ => unreachable!("a finished SharedTx is consumed"),
         }
     }
