@@ -2,8 +2,11 @@
 //! pass-through on PostgreSQL: writers share a transaction, each keeps or loses only its
 //! own work, and nobody hears "committed" before readers can see it.
 
+mod common;
+
 use std::time::Duration;
 
+use common::FreshPostgres;
 use portcullis_store::{Db, Pool, StoreError, Tx, on_pool, on_tx};
 
 async fn sqlite() -> (Db, tempfile::TempDir) {
@@ -217,25 +220,7 @@ async fn a_writer_cancelled_mid_turn_loses_only_its_own_work() {
 
 #[tokio::test]
 async fn on_postgres_each_writer_has_its_own_transaction() {
-    let admin = std::env::var("PORTCULLIS_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let name = format!("pcl_group_{}", std::process::id());
-    let pool = sqlx::PgPool::connect(&admin)
-        .await
-        .expect("PostgreSQL reachable");
-    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
-    let db = Db::connect_without_migrating(&format!("{base}/{name}"))
-        .await
-        .unwrap();
+    let (fresh, db) = FreshPostgres::create("pcl_group").await;
     create_scratch(&db).await;
 
     let mut a = db.begin_shared().await.unwrap();
@@ -249,8 +234,5 @@ async fn on_postgres_each_writer_has_its_own_transaction() {
     assert_eq!(committed(&db).await, vec![2]);
 
     db.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(drop_db))
-        .execute(&pool)
-        .await
-        .unwrap();
+    fresh.remove().await;
 }

@@ -2,6 +2,9 @@
 //! events waiting to be relayed: the waiting ones stay waiting, the relayed ones do not
 //! come back, and events written after the upgrade join the outbox by themselves.
 
+mod common;
+
+use common::FreshPostgres;
 use portcullis_store::{Db, Pool, on_pool};
 
 const BEFORE: i64 = 13;
@@ -74,28 +77,7 @@ async fn sqlite_upgrade_keeps_waiting_events() {
 
 #[tokio::test]
 async fn postgres_upgrade_keeps_waiting_events() {
-    let admin = std::env::var("PORTCULLIS_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let name = format!("pcl_outbox_{}", std::process::id());
-    let pool = sqlx::PgPool::connect(&admin)
-        .await
-        .expect("PostgreSQL reachable");
-    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    sqlx::query(sqlx::AssertSqlSafe(drop_db.clone()))
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
-    let db = Db::connect_without_migrating(&format!("{base}/{name}"))
-        .await
-        .unwrap();
+    let (fresh, db) = FreshPostgres::create("pcl_outbox").await;
     upgrade_keeps_waiting_events(db).await;
-    sqlx::query(sqlx::AssertSqlSafe(drop_db))
-        .execute(&pool)
-        .await
-        .unwrap();
+    fresh.remove().await;
 }
