@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, SqliteConnection, SqlitePool, Transaction};
 
 use crate::StoreError;
 use crate::group::{Group, SharedTx};
+use crate::lead::SqliteTx;
 
 /// Which database engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub enum Pool {
 
 /// An open write transaction of one backend.
 pub enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(SqliteTx),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -158,7 +159,7 @@ macro_rules! on_tx {
     ($tx:expr, |$c:ident| $body:expr) => {
         match $tx {
             $crate::db::Tx::Sqlite(t) => {
-                let $c = &mut **t;
+                let $c = t;
                 $body
             }
             $crate::db::Tx::Postgres(t) => {
@@ -271,7 +272,7 @@ impl Db {
     /// (`BEGIN IMMEDIATE`) so a transaction never fails half-way on a lock upgrade.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match &self.write {
-            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Sqlite(p) => Tx::Sqlite(SqliteTx::new(p.begin_with("BEGIN IMMEDIATE").await?)),
             Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
     }
@@ -313,7 +314,7 @@ impl Db {
 impl Tx {
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Sqlite(t) => t.tx.commit().await?,
             Tx::Postgres(t) => t.commit().await?,
         }
         Ok(())
@@ -321,7 +322,7 @@ impl Tx {
 
     pub async fn rollback(self) -> Result<(), StoreError> {
         match self {
-            Tx::Sqlite(t) => t.rollback().await?,
+            Tx::Sqlite(t) => t.tx.rollback().await?,
             Tx::Postgres(t) => t.rollback().await?,
         }
         Ok(())

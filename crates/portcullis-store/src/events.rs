@@ -204,22 +204,18 @@ impl Store {
         let limit = i64::from(limit);
         let rows: Vec<Head> = match tx {
             // One writer: nothing else touches the outbox between the read and the delete,
-            // so the rows taken are exactly those up to the last one read.
-            Tx::Sqlite(c) => {
-                let rows: Vec<Head> = sqlx::query_as(
+            // so the rows deleted are exactly those read. Both statements go in one round
+            // trip (sqlx binds `$1` to both).
+            Tx::Sqlite(t) => {
+                sqlx::query_as(
                     "SELECT e.seq, e.id, e.tenant_id, e.app_id, e.type FROM event_outbox o \
-                     JOIN events e ON e.seq = o.seq ORDER BY o.seq LIMIT $1",
+                     JOIN events e ON e.seq = o.seq ORDER BY o.seq LIMIT $1; \
+                     DELETE FROM event_outbox WHERE seq <= \
+                     (SELECT max(seq) FROM (SELECT seq FROM event_outbox ORDER BY seq LIMIT $1))",
                 )
                 .bind(limit)
-                .fetch_all(&mut **c)
-                .await?;
-                if let Some((last, ..)) = rows.last() {
-                    sqlx::query("DELETE FROM event_outbox WHERE seq <= $1")
-                        .bind(last)
-                        .execute(&mut **c)
-                        .await?;
-                }
-                rows
+                .fetch_all(t)
+                .await?
             }
             Tx::Postgres(c) => {
                 sqlx::query_as(

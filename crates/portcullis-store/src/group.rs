@@ -18,6 +18,7 @@ use sqlx::sqlite::SqlitePool;
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, watch};
 
 use crate::db::Tx;
+use crate::lead::{Lead, SqliteTx};
 use crate::{StoreError, on_tx};
 
 /// A write transaction's outcome, sent once to every writer that joined it.
@@ -45,14 +46,22 @@ struct Open {
     tx: Tx,
     done: watch::Sender<Outcome>,
     /// The last member kept its work and its savepoint is still open: the next member's
-    /// `SAVEPOINT` releases it in the same round trip, and `COMMIT` releases it if nobody
+    /// first statement releases it (see [`Lead`]), and `COMMIT` releases it if nobody
     /// comes. Each statement is a hand-off to sqlx's thread for the connection and back,
-    /// measured at about 0.2 ms under load while the turn is held, so a turn does not end
-    /// with one of its own.
+    /// measured at about 0.2 ms under load while the turn is held, so a turn neither
+    /// begins nor ends with a statement of its own.
     kept: bool,
 }
 
 impl Open {
+    /// What goes ahead of the transaction's next statement.
+    fn lead(&mut self) -> &mut Lead {
+        match &mut self.tx {
+            Tx::Sqlite(t) => &mut t.lead,
+            Tx::Postgres(_) => unreachable!("only SQLite's writers share a transaction"),
+        }
+    }
+
     /// Ends the transaction after an error that may have broken it: every member of it
     /// learns that its work is lost. Dropping the sqlx transaction rolls it back.
     fn abort(self, e: &StoreError) {
@@ -91,20 +100,25 @@ impl Group {
         let mut open = match state.open.take() {
             Some(open) => open,
             None => Open {
-                tx: Tx::Sqlite(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+                tx: Tx::Sqlite(SqliteTx::new(
+                    self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                )),
                 done: watch::channel(None).0,
                 kept: false,
             },
         };
-        let open_savepoint = if std::mem::take(&mut open.kept) {
-            "RELEASE member; SAVEPOINT member"
+        // The member's savepoint goes with its first statement.
+        *open.lead() = if open.kept {
+            Lead::Pending {
+                sql: "RELEASE member; SAVEPOINT member",
+                statements: 2,
+            }
         } else {
-            "SAVEPOINT member"
+            Lead::Pending {
+                sql: "SAVEPOINT member",
+                statements: 1,
+            }
         };
-        if let Err(e) = savepoint(&mut open.tx, open_savepoint).await {
-            open.abort(&e);
-            return Err(e);
-        }
         let done = open.done.subscribe();
         state.open = Some(open);
         Ok(SharedTx(Inner::Member(Some(Member {
@@ -182,11 +196,22 @@ impl Member {
     /// Ends the member's turn: keeps its work (its savepoint is released by whatever
     /// statement comes next, see [`Open::kept`]) or undoes it (`ROLLBACK TO`).
     async fn leave(mut self, keep: bool) -> Result<(), StoreError> {
-        let result = if keep {
-            self.open().kept = true;
-            Ok(())
-        } else {
-            savepoint(&mut self.open().tx, "ROLLBACK TO member; RELEASE member").await
+        let open = self.open();
+        let result = match std::mem::replace(open.lead(), Lead::None) {
+            // No statement ran, so neither did the savepoint: there is nothing to keep or
+            // undo, and a savepoint kept before is still open.
+            Lead::Pending { .. } | Lead::None => Ok(()),
+            Lead::Ran if keep => {
+                open.kept = true;
+                Ok(())
+            }
+            Lead::Ran => {
+                open.kept = false;
+                savepoint(&mut open.tx, "ROLLBACK TO member; RELEASE member").await
+            }
+            // The savepoint may not be there, and `ROLLBACK TO` would then reach the
+            // savepoint kept before it: another member's work.
+            Lead::Failed => Err(StoreError::Internal("opening a writer's savepoint failed")),
         };
         if let Err(e) = &result {
             self.state.abort(e);
@@ -214,29 +239,26 @@ impl SharedTx {
     }
 
     /// Keeps this writer's work and returns once the transaction holding it is durable.
-    pub async fn commit(mut self) -> Result<(), StoreError> {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.keep().await?.wait().await
+    }
+
+    /// Keeps this writer's work and ends its turn without waiting for the commit: the
+    /// writer can prepare its next work meanwhile. Nothing may be reported done before
+    /// [`Durable::wait`] returns.
+    pub async fn keep(mut self) -> Result<Durable, StoreError> {
         match &mut self.0 {
             Inner::Own(tx) => match tx.take() {
-                Some(tx) => tx.commit().await,
-                None => Ok(()),
+                Some(tx) => Ok(Durable(Pending::Own(Some(tx)))),
+                None => Ok(Durable(Pending::Own(None))),
             },
             Inner::Member(member) => {
                 let Some(member) = member.take() else {
-                    return Ok(());
+                    return Ok(Durable(Pending::Own(None)));
                 };
-                let mut done = member.done.clone();
+                let done = member.done.clone();
                 member.leave(true).await?;
-                let outcome = done
-                    .wait_for(Option::is_some)
-                    .await
-                    .map_err(|_| StoreError::Internal("the group committer stopped"))?
-                    .clone();
-                match outcome {
-                    Some(Err(e)) => Err(StoreError::Conflict(format!(
-                        "the shared write transaction failed: {e}"
-                    ))),
-                    _ => Ok(()),
-                }
+                Ok(Durable(Pending::Member(done)))
             }
         }
     }
@@ -270,6 +292,40 @@ impl Drop for SharedTx {
                     tracing::error!(error = %e, "undoing an abandoned write failed");
                 }
             });
+        }
+    }
+}
+
+/// Work kept in a write transaction, durable once [`Durable::wait`] returns. On
+/// PostgreSQL the writer's own transaction, committed by `wait`.
+pub struct Durable(Pending);
+
+enum Pending {
+    Own(Option<Tx>),
+    Member(watch::Receiver<Outcome>),
+}
+
+impl Durable {
+    /// Returns once the work is durable, or with the error that lost it.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            Pending::Own(tx) => match tx {
+                Some(tx) => tx.commit().await,
+                None => Ok(()),
+            },
+            Pending::Member(mut done) => {
+                let outcome = done
+                    .wait_for(Option::is_some)
+                    .await
+                    .map_err(|_| StoreError::Internal("the group committer stopped"))?
+                    .clone();
+                match outcome {
+                    Some(Err(e)) => Err(StoreError::Conflict(format!(
+                        "the shared write transaction failed: {e}"
+                    ))),
+                    _ => Ok(()),
+                }
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod guard;
 pub mod idempotency;
 pub mod inbound;
 pub mod keys;
+pub mod lead;
 pub mod messages;
 pub mod policy;
 pub mod provider_tokens;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use portcullis_crypto::Keyring;
 
 pub use db::{Backend, Db, HeldReader, Pool, ReadVia, Tx, now_ms};
-pub use group::SharedTx;
+pub use group::{Durable, SharedTx};
 
 /// Errors of the persistence layer. Callers at the HTTP edge turn every variant except
 /// [`StoreError::NotFound`] and [`StoreError::Conflict`] into an opaque 500.

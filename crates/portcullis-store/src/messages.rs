@@ -57,6 +57,13 @@ pub struct SealedMessage {
     template_sealed: Option<Vec<u8>>,
 }
 
+impl SealedMessage {
+    /// The recipient's blind index ([`Store::phone_index`]).
+    pub fn recipient_index(&self) -> &str {
+        &self.recipient_index
+    }
+}
+
 /// A stored message, opened.
 #[derive(Debug, Clone)]
 pub struct MessageRecord {
