@@ -25,11 +25,12 @@ use portcullis_store::guard::{Counter, CounterKeys, add_usage, lock_counters};
 use portcullis_store::idempotency::IdempotencyClaim;
 use portcullis_store::messages::SealedMessage;
 use portcullis_store::policy::{GuardSnapshot, NewPolicyEvent};
-use portcullis_store::{HeldReader, Store, StoreError, now_ms};
+use portcullis_store::{Durable, HeldReader, Store, StoreError, now_ms};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
-use crate::reads::{self, GuardRead};
+use crate::reads::{self, GuardRead, InFlight};
 use crate::{PipelineConfig, PipelineError, SEND_QUEUE};
 
 /// The `Idempotency-Key` of a request and the hash of what was asked under it.
@@ -223,19 +224,25 @@ impl Committer {
     async fn run(self, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Incoming>>>) {
         let mut incoming = Vec::with_capacity(self.max_batch);
         let mut held = HeldReader::new(&self.store.db);
+        // Batches written and waiting for their commit to be durable before they are
+        // answered, and what they add to the guard's reads meanwhile.
+        let mut settling = JoinSet::new();
+        let in_flight = Arc::new(std::sync::Mutex::new(Vec::new()));
         loop {
             {
                 // Several committers share one queue; whoever holds the lock takes a batch.
                 let mut rx = rx.lock().await;
                 if rx.recv_many(&mut incoming, self.max_batch).await == 0 {
-                    return;
+                    break;
                 }
             }
-            let batch = self.screen(&mut held, incoming.drain(..)).await;
+            while settling.try_join_next().is_some() {}
+            let batch = self.screen(&mut held, incoming.drain(..), &in_flight).await;
             if !batch.is_empty() {
-                self.commit_batch(batch).await;
+                self.commit_batch(batch, &mut settling, &in_flight).await;
             }
         }
+        while settling.join_next().await.is_some() {}
     }
 
     /// Reads the guard's inputs for the batch's screenings, hands them out and waits for
@@ -244,6 +251,7 @@ impl Committer {
         &self,
         held: &mut HeldReader,
         incoming: impl Iterator<Item = Incoming>,
+        in_flight: &InFlightList,
     ) -> Vec<(Work, Reply)> {
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut reads = Vec::new();
@@ -261,7 +269,8 @@ impl Committer {
             return batch;
         }
         let refs: Vec<&GuardRead> = reads.iter().collect();
-        match reads::snapshots(&self.store, held, &refs).await {
+        let unsettled = in_flight.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match reads::snapshots(&self.store, held, &refs, &unsettled).await {
             Ok(snapshots) => {
                 let mut decisions = Vec::with_capacity(slots.len());
                 for (slot, snapshot) in slots.into_iter().zip(snapshots) {
@@ -289,26 +298,66 @@ impl Committer {
         batch
     }
 
-    async fn commit_batch(&self, batch: Vec<(Work, Reply)>) {
+    /// Writes a batch and leaves answering it, once its commit is durable, to a task in
+    /// `settling`: the committer screens the next batch meanwhile instead of waiting out
+    /// the fsync.
+    async fn commit_batch(
+        &self,
+        batch: Vec<(Work, Reply)>,
+        settling: &mut JoinSet<()>,
+        in_flight: &InFlightList,
+    ) {
         let started = std::time::Instant::now();
         let size = batch.len();
         let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         match self.write(&reqs).await {
-            Ok((outcomes, due_soon)) => {
-                metrics::histogram!("portcullis_accept_commit_seconds").record(started.elapsed());
-                metrics::histogram!("portcullis_accept_batch_size").record(size as f64);
-                if due_soon {
-                    self.work.notify_waiters();
-                }
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
+            Ok(mut written) => {
+                let adds = Arc::new(std::mem::take(&mut written.adds));
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(adds.clone());
+                let in_flight = in_flight.clone();
+                let work = self.work.clone();
+                settling.spawn(async move {
+                    let durable = written.durable().await;
+                    // Committed, readers see it; failed, it is gone.
+                    in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .retain(|b| !Arc::ptr_eq(b, &adds));
+                    match durable {
+                        Ok((outcomes, due_soon)) => {
+                            metrics::histogram!("portcullis_accept_commit_seconds")
+                                .record(started.elapsed());
+                            metrics::histogram!("portcullis_accept_batch_size").record(size as f64);
+                            if due_soon {
+                                work.notify_waiters();
+                            }
+                            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                                let _ = reply.send(Ok(outcome));
+                            }
+                        }
+                        // The commit failed: none of the batch was stored. (Retrying one by
+                        // one is for a statement that one request broke, during the turn.)
+                        Err(e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(PipelineError::Store(
+                                    StoreError::Conflict(e.to_string()),
+                                )));
+                            }
+                        }
+                    }
+                });
             }
             Err(e) if size > 1 => {
                 // One bad request must not fail its neighbours: retry each on its own.
                 tracing::warn!(error = %e, size, "batch commit failed; retrying requests one by one");
                 for (req, reply) in reqs.into_iter().zip(replies) {
-                    let outcome = self.write(std::slice::from_ref(&req)).await;
+                    let outcome = match self.write(std::slice::from_ref(&req)).await {
+                        Ok(written) => written.durable().await,
+                        Err(e) => Err(e),
+                    };
                     if matches!(outcome, Ok((_, true))) {
                         self.work.notify_waiters();
                     }
@@ -329,9 +378,9 @@ impl Committer {
         }
     }
 
-    /// Commits a batch: what became of each request, and whether a send job due soon was
-    /// queued.
-    async fn write(&self, reqs: &[Work]) -> Result<(Vec<AcceptOutcome>, bool), StoreError> {
+    /// Writes a batch in the shared transaction: what became of each request once it is
+    /// durable ([`Written::durable`]).
+    async fn write(&self, reqs: &[Work]) -> Result<Written, StoreError> {
         let now = now_ms();
         let mut tx = self.store.db.begin_shared().await?;
         let mut outcomes = Vec::with_capacity(reqs.len());
@@ -389,6 +438,7 @@ impl Committer {
         quota_counters.dedup_by(|a, b| a.key == b.key);
         let mut used = lock_counters(&mut tx, self.store.db.backend(), &quota_counters).await?;
         let mut deltas = Vec::with_capacity(fresh.len() * 6);
+        let mut adds = InFlight::default();
         for (at, req) in fresh {
             if let Some(charge) = &req.charge
                 && charge.limits.any()
@@ -434,6 +484,9 @@ impl Committer {
             if let Some(charge) = &req.charge {
                 charge.deltas(&mut deltas);
             }
+            if !req.message.message.purpose.is_essential() {
+                adds.count_message(&req.message.message.app_id, req.message.recipient_index());
+            }
             accepted.push(&req.message);
             events.extend(req.policy_events.iter().cloned());
         }
@@ -453,10 +506,44 @@ impl Committer {
             .iter()
             .any(|j| j.run_at <= now.saturating_add(self.wake_within));
         add_usage(&mut tx, &deltas).await?;
+        for (counter, delta) in &deltas {
+            adds.count(counter, *delta);
+        }
         self.store.insert_policy_events(&mut tx, &events).await?;
-        tx.commit().await?;
-        metrics::counter!("portcullis_messages_accepted_total").increment(accepted.len() as u64);
-        crate::count_policy_events(&events);
-        Ok((outcomes, due_soon))
+        let accepted = accepted.len();
+        Ok(Written {
+            durable: tx.keep().await?,
+            outcomes,
+            due_soon,
+            accepted,
+            events,
+            adds,
+        })
+    }
+}
+
+/// The batches of a committer written and not yet committed.
+type InFlightList = Arc<std::sync::Mutex<Vec<Arc<InFlight>>>>;
+
+/// A batch written and kept in the shared transaction.
+struct Written {
+    durable: Durable,
+    outcomes: Vec<AcceptOutcome>,
+    /// A send job due soon was queued.
+    due_soon: bool,
+    accepted: usize,
+    events: Vec<NewPolicyEvent>,
+    /// What the batch adds to the guard's reads once committed.
+    adds: InFlight,
+}
+
+impl Written {
+    /// Waits for the commit: what became of each request, and whether a send job due
+    /// soon was queued.
+    async fn durable(self) -> Result<(Vec<AcceptOutcome>, bool), StoreError> {
+        self.durable.wait().await?;
+        metrics::counter!("portcullis_messages_accepted_total").increment(self.accepted as u64);
+        crate::count_policy_events(&self.events);
+        Ok((self.outcomes, self.due_soon))
     }
 }

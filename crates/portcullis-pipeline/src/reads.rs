@@ -10,8 +10,11 @@
 //! query per app ([`crate::accept`]). Reading there has a second use: the committer reads
 //! after its previous batch committed, and adds what the batch's earlier messages to the
 //! same recipient will count, so the per-recipient cap holds across concurrent requests.
-//! That is exact for one committer (SQLite's); PostgreSQL's four committers, and instances
-//! sharing a database, each see only what the others have committed.
+//! The committer does not wait for a batch's commit before reading for the next (see
+//! `Committer::commit_batch`), so what its batches not yet committed add is carried over
+//! to the reads ([`InFlight`]). That is exact for one committer (SQLite's); PostgreSQL's
+//! four committers, and instances sharing a database, each see only what the others have
+//! committed.
 
 use std::collections::HashMap;
 
@@ -31,11 +34,40 @@ pub struct GuardRead {
     pub keys: CounterKeys,
 }
 
-/// Reads the snapshots of `reads` (in their order), one query per app.
+/// What a batch written but not yet committed adds to what the guard reads: readers see
+/// it only once it is committed.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    /// Non-essential messages, by app and recipient index.
+    recipients: HashMap<AppId, HashMap<String, u32>>,
+    /// Counter increments, by key.
+    counters: HashMap<String, i64>,
+}
+
+impl InFlight {
+    pub(crate) fn count_message(&mut self, app: &AppId, recipient_index: &str) {
+        *self
+            .recipients
+            .entry(app.clone())
+            .or_default()
+            .entry(recipient_index.to_owned())
+            .or_default() += 1;
+    }
+
+    pub(crate) fn count(&mut self, counter: &Counter, delta: i64) {
+        *self.counters.entry(counter.key.clone()).or_default() += delta;
+    }
+}
+
+/// Reads the snapshots of `reads` (in their order), one query per app, and adds what
+/// the batches `in_flight` will have added once committed. Those must have been taken
+/// before the read starts: a batch committed in between is then counted twice, which
+/// errs on the recipient's side, and never not at all.
 pub(crate) async fn snapshots(
     store: &Store,
     held: &mut HeldReader,
     reads: &[&GuardRead],
+    in_flight: &[std::sync::Arc<InFlight>],
 ) -> Result<Vec<GuardSnapshot>, StoreError> {
     metrics::histogram!("portcullis_guard_read_batch_size").record(reads.len() as f64);
     // Each recipient's blind index, worked out once: the read takes it, and the answer is
@@ -66,9 +98,19 @@ pub(crate) async fn snapshots(
             .map(|&at| reads[at].keys.day_start)
             .min()
             .unwrap_or_default();
-        let snaps = store
+        let mut snaps = store
             .guard_snapshots(ReadVia::Held(held), app, &recipients, since, &counters)
             .await?;
+        for batch in in_flight {
+            for c in &counters {
+                if let Some(delta) = batch.counters.get(&c.key) {
+                    *snaps.counters.entry(c.key.clone()).or_default() += delta;
+                }
+            }
+            for (index, n) in batch.recipients.get(app).into_iter().flatten() {
+                *snaps.today.entry(index.clone()).or_default() += n;
+            }
+        }
         let counters = std::sync::Arc::new(snaps.counters);
         // Counted messages earlier in the batch, by recipient.
         let mut earlier: HashMap<&str, u32> = HashMap::new();
@@ -91,4 +133,58 @@ pub(crate) async fn snapshots(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use portcullis_crypto::{Keyring, MasterKey};
+    use portcullis_store::{Db, apps, now_ms, tenants};
+
+    use super::*;
+
+    /// A batch not yet committed counts as if it were: its messages to a recipient, one
+    /// each, after what was read and before the batch's own earlier messages, and its
+    /// counter increments.
+    #[tokio::test]
+    async fn batches_not_yet_committed_count_as_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/p.db", dir.path().display()))
+            .await
+            .unwrap();
+        let store = Store::new(db.clone(), Arc::new(Keyring::new(&MasterKey::generate())));
+        let tenant = tenants::create(&db, "t").await.unwrap();
+        let app = apps::create(&db, &tenant.id, "a").await.unwrap();
+        let keys = CounterKeys::new(&tenant.id, &app.id, &tenant.settings, now_ms());
+        let to = E164::parse("+14155550101").unwrap();
+        let other = E164::parse("+14155550102").unwrap();
+        let read = |to: &E164| GuardRead {
+            app: app.id.clone(),
+            to: to.clone(),
+            count_recipient: true,
+            keys: keys.clone(),
+        };
+        let mut first = InFlight::default();
+        first.count_message(&app.id, &store.phone_index(&to));
+        first.count_message(&app.id, &store.phone_index(&to));
+        first.count(&keys.app_minute, 2);
+        let mut second = InFlight::default();
+        second.count_message(&app.id, &store.phone_index(&to));
+        second.count(&keys.app_minute, 1);
+        let in_flight = [Arc::new(first), Arc::new(second)];
+        let (a, b) = (read(&to), read(&other));
+        let mut held = HeldReader::new(&db);
+
+        let snaps = snapshots(&store, &mut held, &[&a, &b, &a], &in_flight)
+            .await
+            .unwrap();
+        let today: Vec<u32> = snaps.iter().map(|s| s.recipient_today).collect();
+        assert_eq!(today, [3, 0, 4]);
+        assert_eq!(snaps[1].counters.get(&keys.app_minute.key), Some(&3));
+
+        let bare = snapshots(&store, &mut held, &[&a], &[]).await.unwrap();
+        assert_eq!(bare[0].recipient_today, 0);
+        assert_eq!(bare[0].counters.get(&keys.app_minute.key), None);
+    }
 }

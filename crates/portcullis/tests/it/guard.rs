@@ -723,8 +723,8 @@ async fn concurrent_requests_each_get_their_own_standing(backend: Backend) {
 }
 
 /// Requests racing to one recipient cannot together pass its daily cap: each is decided
-/// on what its committer read after that committer's previous batch committed, plus the
-/// batch's earlier messages to the same recipient. SQLite has one committer, so the cap is
+/// on what its committer read, plus what that committer's batches not yet committed add,
+/// plus the batch's earlier messages to the same recipient. SQLite has one committer, so the cap is
 /// exact; PostgreSQL's four commit side by side, each exact on its own.
 async fn the_recipient_cap_holds_for_concurrent_requests(backend: Backend) {
     let app = TestApp::spawn(backend).await;
