@@ -107,7 +107,7 @@ async fn round(w: &Worker) -> Result<usize, StoreError> {
     )
     .await?;
     if jobs.is_empty() {
-        tx.rollback().await?;
+        tx.unchanged().await?;
         return Ok(0);
     }
     // A queue-stopping pause: the paused apps' jobs go back untouched (no attempt

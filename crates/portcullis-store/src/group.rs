@@ -263,6 +263,22 @@ impl SharedTx {
         }
     }
 
+    /// Ends the turn of a writer whose statements changed nothing (a claim that found no
+    /// work): on SQLite there is nothing to undo, so no `ROLLBACK TO` round trip while the
+    /// shared transaction waits, and nothing to wait for.
+    pub async fn unchanged(mut self) -> Result<(), StoreError> {
+        match &mut self.0 {
+            Inner::Own(tx) => match tx.take() {
+                Some(tx) => tx.rollback().await,
+                None => Ok(()),
+            },
+            Inner::Member(member) => match member.take() {
+                Some(member) => member.leave(true).await,
+                None => Ok(()),
+            },
+        }
+    }
+
     /// Undoes this writer's work.
     pub async fn rollback(mut self) -> Result<(), StoreError> {
         match &mut self.0 {

@@ -218,6 +218,28 @@ async fn a_writer_cancelled_mid_turn_loses_only_its_own_work() {
     assert_eq!(committed(&db).await, vec![1, 3]);
 }
 
+/// A writer that looked and changed nothing ends its turn without undoing anything; the
+/// writers after it keep or lose their own work as usual, and a writer that only ended
+/// its turn (`keep`) hears of the commit when it waits for it.
+#[tokio::test]
+async fn a_writer_that_changed_nothing_leaves_the_others_their_work() {
+    let (db, _dir) = sqlite().await;
+    let mut a = db.begin_shared().await.unwrap();
+    insert(&mut a, 1).await.unwrap();
+    let a = a.keep().await.unwrap();
+    let mut b = db.begin_shared().await.unwrap();
+    assert_eq!(count_in(&mut b).await, 1);
+    b.unchanged().await.unwrap();
+    let mut c = db.begin_shared().await.unwrap();
+    insert(&mut c, 2).await.unwrap();
+    c.rollback().await.unwrap();
+    let mut d = db.begin_shared().await.unwrap();
+    insert(&mut d, 3).await.unwrap();
+    d.commit().await.unwrap();
+    a.wait().await.unwrap();
+    assert_eq!(committed(&db).await, vec![1, 3]);
+}
+
 #[tokio::test]
 async fn on_postgres_each_writer_has_its_own_transaction() {
     let (fresh, db) = FreshPostgres::create("pcl_group").await;

@@ -62,7 +62,7 @@ async fn relay_once(shared: &Shared, jobs: &mpsc::Sender<Leased>) -> Result<usiz
     let mut tx = store.db.begin_shared().await?;
     let events = store.take_outbox(&mut tx, BATCH).await?;
     if events.is_empty() {
-        tx.rollback().await?;
+        tx.unchanged().await?;
         return Ok(0);
     }
     let mut apps: Vec<&str> = events.iter().map(|e| e.app_id.as_str()).collect();
