@@ -7,12 +7,11 @@
 //! it reads. A reader task of its own batched only the two or three requests that arrived
 //! while its previous query ran, because a read is short; a commit is long (an fsync), so
 //! the committer's batches are tens of requests, and it reads for all of them with one
-//! query per app ([`crate::accept`]). Reading there has a second use: the committer reads
-//! after its previous batch committed, and adds what the batch's earlier messages to the
-//! same recipient will count, so the per-recipient cap holds across concurrent requests.
-//! The committer does not wait for a batch's commit before reading for the next (see
-//! `Committer::commit_batch`), so what its batches not yet committed add is carried over
-//! to the reads ([`InFlight`]). That is exact for one committer (SQLite's); PostgreSQL's
+//! query per app ([`crate::accept`]). Reading there has a second use: the committer adds
+//! what the batch's earlier messages to the same recipient will count, so the
+//! per-recipient cap holds across concurrent requests. It does not wait for a batch's
+//! commit before reading for the next (see `Committer::commit_batch`), so what its
+//! batches not yet committed add is carried over to the reads too ([`InFlight`]). That is exact for one committer (SQLite's); PostgreSQL's
 //! four committers, and instances sharing a database, each see only what the others have
 //! committed.
 

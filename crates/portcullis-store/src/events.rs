@@ -204,8 +204,9 @@ impl Store {
         let limit = i64::from(limit);
         let rows: Vec<Head> = match tx {
             // One writer: nothing else touches the outbox between the read and the delete,
-            // so the rows deleted are exactly those read. Both statements go in one round
-            // trip (sqlx binds `$1` to both).
+            // and every outbox row has its event (the sweep keeps those), so the rows
+            // deleted are exactly those read. Both statements go in one round trip (sqlx
+            // binds `$1` to both).
             Tx::Sqlite(t) => {
                 sqlx::query_as(
                     "SELECT e.seq, e.id, e.tenant_id, e.app_id, e.type FROM event_outbox o \

@@ -105,7 +105,8 @@ impl<'c> Executor<'c> for &'c mut SqliteTx {
         if !matches!(self.lead, Lead::Pending { .. }) {
             return self.tx.fetch_optional(query);
         }
-        // Run to the end, as `fetch_optional` does for the statement's own effects.
+        // Read to the end: whether the statements ahead ran is known from their
+        // completions, and the string's effects are then all done.
         Box::pin(async move {
             let mut steps = self.fetch_many(query);
             let mut first = None;
