@@ -266,28 +266,25 @@ impl SharedTx {
     /// Ends the turn of a writer whose statements changed nothing (a claim that found no
     /// work): on SQLite there is nothing to undo, so no `ROLLBACK TO` round trip while the
     /// shared transaction waits, and nothing to wait for.
-    pub async fn unchanged(mut self) -> Result<(), StoreError> {
-        match &mut self.0 {
-            Inner::Own(tx) => match tx.take() {
-                Some(tx) => tx.rollback().await,
-                None => Ok(()),
-            },
-            Inner::Member(member) => match member.take() {
-                Some(member) => member.leave(true).await,
-                None => Ok(()),
-            },
-        }
+    pub async fn unchanged(self) -> Result<(), StoreError> {
+        self.end(true).await
     }
 
     /// Undoes this writer's work.
-    pub async fn rollback(mut self) -> Result<(), StoreError> {
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.end(false).await
+    }
+
+    /// Ends the turn without waiting for a commit: on SQLite the member's savepoint is
+    /// kept (`keep_savepoint`) or rolled back to; a transaction of its own is rolled back.
+    async fn end(mut self, keep_savepoint: bool) -> Result<(), StoreError> {
         match &mut self.0 {
             Inner::Own(tx) => match tx.take() {
                 Some(tx) => tx.rollback().await,
                 None => Ok(()),
             },
             Inner::Member(member) => match member.take() {
-                Some(member) => member.leave(false).await,
+                Some(member) => member.leave(keep_savepoint).await,
                 None => Ok(()),
             },
         }
