@@ -311,8 +311,8 @@ impl Committer {
         let size = batch.len();
         let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         match self.write(&reqs).await {
-            Ok(mut written) => {
-                let adds = Arc::new(std::mem::take(&mut written.adds));
+            Ok(written) => {
+                let adds = written.adds.clone();
                 in_flight
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -340,13 +340,7 @@ impl Committer {
                         }
                         // The commit failed: none of the batch was stored. (Retrying one by
                         // one is for a statement that one request broke, during the turn.)
-                        Err(e) => {
-                            for reply in replies {
-                                let _ = reply.send(Err(PipelineError::Store(
-                                    StoreError::Conflict(e.to_string()),
-                                )));
-                            }
-                        }
+                        Err(e) => fail_all(replies, &e),
                     }
                 });
             }
@@ -368,13 +362,7 @@ impl Committer {
                     );
                 }
             }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(PipelineError::Store(StoreError::Conflict(
-                        e.to_string(),
-                    ))));
-                }
-            }
+            Err(e) => fail_all(replies, &e),
         }
     }
 
@@ -517,7 +505,7 @@ impl Committer {
             due_soon,
             accepted,
             events,
-            adds,
+            adds: Arc::new(adds),
         })
     }
 }
@@ -534,7 +522,16 @@ struct Written {
     accepted: usize,
     events: Vec<NewPolicyEvent>,
     /// What the batch adds to the guard's reads once committed.
-    adds: InFlight,
+    adds: Arc<InFlight>,
+}
+
+/// Answers every request of a batch that was not stored with the error that lost it.
+fn fail_all(replies: Vec<Reply>, e: &StoreError) {
+    for reply in replies {
+        let _ = reply.send(Err(PipelineError::Store(StoreError::Conflict(
+            e.to_string(),
+        ))));
+    }
 }
 
 impl Written {
